@@ -1,0 +1,173 @@
+"""The model configuration: one dataclass, whose defaults are the paper's (Table 1, Sec. 4.1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from mfn4rec_tf._checks import check_positive_int, check_rate
+
+VARIANTS = ("mfn4rec", "mfn4rec-g", "mfn4rec-m", "mfn4rec-add")
+"""Model variants: the full model and the three ablations of Sec. 4.3."""
+
+OUTPUT_ACTIVATIONS = ("linear", "tanh")
+ID_INPUT = "item_ids"
+PRESENCE_SUFFIX = "_present"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """One precomputed feature modality (image, text, ...) fed to the model per step.
+
+    Attributes:
+        name: input name, lower-case letters, digits and `_` (e.g. `"image"`).
+        dim: feature width (`1000` for the paper's VGG-16 output, `100` for its GloVe text vectors).
+        hidden_units: hidden size of this modality's GRU (`d_h`, 20 in Table 1).
+        presence: whether some items lack this modality. If `True` the model takes an extra input
+            `<name>_present` (1.0 where the item has the feature, 0.0 where its vector is zeros) and
+            feeds it to the modality's GRU beside the features.
+    """
+
+    name: str
+    dim: int
+    hidden_units: int = 20
+    presence: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name) or self.name == ID_INPUT:
+            raise ValueError(
+                "Modality `name` must be lower-case letters, digits and '_', start with a letter and not be "
+                f"{ID_INPUT!r}. Received: name={self.name!r}"
+            )
+        if self.name.endswith(PRESENCE_SUFFIX):
+            raise ValueError(
+                f"Modality `name` must not end with {PRESENCE_SUFFIX!r} (reserved for presence inputs). "
+                f"Received: name={self.name!r}"
+            )
+        check_positive_int(f"modalities[{self.name}].dim", self.dim)
+        check_positive_int(f"modalities[{self.name}].hidden_units", self.hidden_units)
+        if not isinstance(self.presence, bool):
+            raise ValueError(f"modalities[{self.name}].presence must be true or false. Received: {self.presence!r}")
+
+    @property
+    def input_width(self):
+        """Width of what this modality's GRU reads: the features, plus one presence channel."""
+        return self.dim + (1 if self.presence else 0)
+
+
+PAPER_MODALITIES = (ModalityConfig("image", 1000), ModalityConfig("text", 100))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the model builder needs. Defaults are the paper's.
+
+    Attributes:
+        num_items: catalogue size N. Item indices are 1..N; index 0 is padding.
+        variant: one of `VARIANTS`: `"mfn4rec"` (full), `"mfn4rec-g"` (multi-GRU only),
+            `"mfn4rec-m"` (memory network only), `"mfn4rec-add"` (memory replaced by a sum).
+        modalities: the feature modalities beside the item ID; may be empty. Default: image (1000-d)
+            and text (100-d), each with a 20-unit GRU.
+        id_embedding_dim: item-ID embedding width `d_m`. Default 25.
+        id_hidden_units: hidden size of the item-ID GRU. Default 20.
+        memory_dim: memory width `d_mem`. Default 20.
+        fc_hidden_units: hidden width of FC_u, FC_g1, FC_g2. Default 50 (Table 1).
+        output_units: width of `h_out` (FC_out's output). Default 20 (Table 1).
+        output_activation: FC_out's activation, `"linear"` (default; the paper does not say) or `"tanh"`.
+        dropout: dropout rate of every FC block. Default 0.3.
+        gru_reset_after: Keras GRU convention (`True`, Keras' default) or Cho et al.'s (`False`).
+        seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
+    """
+
+    num_items: int
+    variant: str = "mfn4rec"
+    modalities: tuple[ModalityConfig, ...] = field(default=PAPER_MODALITIES)
+    id_embedding_dim: int = 25
+    id_hidden_units: int = 20
+    memory_dim: int = 20
+    fc_hidden_units: int = 50
+    output_units: int = 20
+    output_activation: str = "linear"
+    dropout: float = 0.3
+    gru_reset_after: bool = True
+    seed: int | None = None
+
+    def __post_init__(self):
+        for name in ("num_items", "id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units",
+                     "output_units"):
+            check_positive_int(name, getattr(self, name))
+        if self.variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={self.variant!r}")
+        if self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"`output_activation` must be one of {OUTPUT_ACTIVATIONS}. "
+                f"Received: output_activation={self.output_activation!r}"
+            )
+        check_rate("dropout", self.dropout)
+        if not isinstance(self.gru_reset_after, bool):
+            raise ValueError(f"`gru_reset_after` must be true or false. Received: {self.gru_reset_after!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={self.seed!r}")
+        modalities = tuple(
+            m if isinstance(m, ModalityConfig) else _modality_from_dict(m) for m in self.modalities
+        )
+        object.__setattr__(self, "modalities", modalities)
+        names = [m.name for m in modalities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Modality names must be unique. Received: {names}")
+        if self.variant == "mfn4rec-add":
+            sizes = {self.id_hidden_units, *(m.hidden_units for m in modalities)}
+            if len(sizes) != 1:
+                raise ValueError(
+                    "Variant 'mfn4rec-add' sums the modalities' hidden states, so every hidden size must be "
+                    f"equal. Received: id_hidden_units={self.id_hidden_units}, "
+                    + ", ".join(f"{m.name}.hidden_units={m.hidden_units}" for m in modalities)
+                )
+
+    @property
+    def vocabulary_size(self):
+        """Number of item indices including padding: `num_items + 1`."""
+        return self.num_items + 1
+
+    @property
+    def hidden_sizes(self):
+        """Hidden size per modality, item ID first."""
+        return (self.id_hidden_units, *(m.hidden_units for m in self.modalities))
+
+    def to_dict(self):
+        """Plain-data form (YAML/JSON-ready); `from_dict(to_dict())` gives back an equal config."""
+        data = dataclasses.asdict(self)
+        data["modalities"] = [dict(m) for m in data["modalities"]]
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build from plain data; unknown keys are errors that name the key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"A model config must be a mapping. Received: {type(data).__name__}")
+        _check_keys("model config", data, cls)
+        data = dict(data)
+        if "modalities" in data:
+            if not isinstance(data["modalities"], (list, tuple)):
+                raise ValueError(f"`modalities` must be a list. Received: {data['modalities']!r}")
+            data["modalities"] = tuple(_modality_from_dict(m) for m in data["modalities"])
+        return cls(**data)
+
+
+def _modality_from_dict(data):
+    if isinstance(data, ModalityConfig):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"Each modality must be a mapping with name and dim. Received: {data!r}")
+    _check_keys("modality", data, ModalityConfig)
+    return ModalityConfig(**data)
+
+
+def _check_keys(what, data, cls):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown key(s) in {what}: {unknown}. Known keys: {sorted(known)}")
+

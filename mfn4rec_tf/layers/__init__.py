@@ -1,0 +1,20 @@
+"""Keras 3 layers of MFN4Rec, one concept per module."""
+
+from mfn4rec_tf.layers.differentiated_attention import DifferentiatedAttention
+from mfn4rec_tf.layers.fully_connected import FullyConnected
+from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
+from mfn4rec_tf.layers.item_logits import ItemLogits
+from mfn4rec_tf.layers.multi_gru import MultiGRU
+from mfn4rec_tf.layers.padding import LastValidStep, PaddingMask
+from mfn4rec_tf.layers.presence import AppendPresence
+
+__all__ = [
+    "AppendPresence",
+    "DifferentiatedAttention",
+    "FullyConnected",
+    "GatedMemoryCell",
+    "ItemLogits",
+    "LastValidStep",
+    "MultiGRU",
+    "PaddingMask",
+]

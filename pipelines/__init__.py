@@ -1,0 +1,1 @@
+"""Raw data -> dataset directory pipelines (run as `python -m pipelines.<source>`)."""
