@@ -71,7 +71,7 @@ def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Mod
     >>> config = ModelConfig(num_items=50, modalities=(ModalityConfig("text", 8),))
     >>> model = build_model(config, output_mode="last")
     >>> out = model({"item_ids": np.array([[3, 7, 0]], "int32"), "text": np.zeros((1, 3, 8), "float32")})
-    >>> out["logits"].shape, out["user_representation"].shape
+    >>> tuple(out["logits"].shape), tuple(out["user_representation"].shape)
     ((1, 51), (1, 20))
     """
     _check_output_mode(output_mode)

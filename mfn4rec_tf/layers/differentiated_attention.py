@@ -40,7 +40,7 @@ class DifferentiatedAttention(keras.layers.Layer):
     >>> import numpy as np
     >>> layer = DifferentiatedAttention(dropout=0.3)
     >>> weighted, attention = layer(np.ones((2, 120), "float32"), return_attention=True)
-    >>> weighted.shape, attention.shape
+    >>> tuple(weighted.shape), tuple(attention.shape)
     ((2, 120), (2, 120))
     """
 

@@ -43,7 +43,7 @@ class FullyConnected(keras.layers.Layer):
 
     >>> import numpy as np
     >>> fc = FullyConnected(20, hidden_units=50, activation="sigmoid", dropout=0.3)
-    >>> fc(np.zeros((2, 120), "float32")).shape
+    >>> tuple(fc(np.zeros((2, 120), "float32")).shape)
     (2, 20)
     """
 

@@ -56,7 +56,7 @@ class GatedMemoryCell(keras.layers.Layer):
 
     >>> import numpy as np, keras
     >>> memory = keras.layers.RNN(GatedMemoryCell(input_dim=60), return_sequences=True)
-    >>> memory(np.zeros((2, 5, 60), "float32")).shape
+    >>> tuple(memory(np.zeros((2, 5, 60), "float32")).shape)
     (2, 5, 20)
     """
 

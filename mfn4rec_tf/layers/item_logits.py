@@ -29,7 +29,7 @@ class ItemLogits(keras.layers.Layer):
 
     >>> import numpy as np
     >>> logits = ItemLogits(5)(np.ones((2, 3), "float32"))
-    >>> logits.shape, bool((logits[:, 0] < -1e8).numpy().all())
+    >>> tuple(logits.shape), bool((logits[:, 0] < -1e8).numpy().all())
     ((2, 5), True)
     """
 

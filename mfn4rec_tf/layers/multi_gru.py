@@ -35,7 +35,7 @@ class MultiGRU(keras.layers.Layer):
 
     >>> import numpy as np
     >>> layer = MultiGRU([4, 3])
-    >>> [h.shape for h in layer([np.zeros((2, 5, 6), "float32"), np.zeros((2, 5, 8), "float32")])]
+    >>> [tuple(h.shape) for h in layer([np.zeros((2, 5, 6), "float32"), np.zeros((2, 5, 8), "float32")])]
     [(2, 5, 4), (2, 5, 3)]
     """
 
