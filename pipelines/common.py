@@ -164,7 +164,7 @@ def index_items(events: pd.DataFrame, item_meta: pd.DataFrame | None, skips: Ski
     """
     catalogue = np.sort(events["item_id"].astype(str).unique())
     items = pd.DataFrame({"item_index": np.arange(1, len(catalogue) + 1, dtype="int32"), "item_id": catalogue})
-    if item_meta is not None and len(item_meta):
+    if item_meta is not None:
         meta = item_meta.astype({"item_id": "string"})
         duplicated = meta["item_id"].duplicated(keep="first")
         skips.add("duplicate_item_metadata", int(duplicated.sum()))
@@ -285,8 +285,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, text=True, images=True
         group = parser.add_argument_group("image features (VGG-16, 1000-way output)")
         group.add_argument("--images", help="folder of <item_id>.jpg|png images (no image modality without it)")
         group.add_argument("--weights", default="imagenet",
-                           help="VGG-16 weights: imagenet (downloads), a local weights file, or none")
-        group.add_argument("--image-batch-size", type=int, default=16, help="images per VGG-16 batch")
+                           help="VGG-16 weights: imagenet (downloads), a local weights file, or none "
+                                "(default: %(default)s)")
+        group.add_argument("--image-batch-size", type=int, default=16,
+                           help="images per VGG-16 batch (default: %(default)s)")
 
 
 def finish(args, *, name, items, interactions, features, sources, filters, skips: SkipCounter) -> Path:
@@ -323,7 +325,7 @@ def run_main(main_function, argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main_function(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # OSError: missing, unreadable or unwritable files
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,206 @@
+"""The configuration of a training run: nested dataclasses, the only route for hyperparameters.
+
+Override order: defaults < YAML file (`--config`) < command-line flags (`--set section.key=value`
+and the named flags of `python -m mfn4rec_tf.fit`). Unknown keys are errors that name the key. The
+resolved configuration is written beside the run's outputs (`config.yaml`), and that file is a
+valid `--config` for another run.
+
+The model section holds everything of `ModelConfig` except what the dataset decides (the number of
+items and the feature modalities and their widths).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mfn4rec_tf._checks import check_positive_int, check_rate
+from mfn4rec_tf.config import OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig
+from mfn4rec_tf.data import TARGET_MODES
+from mfn4rec_tf.splits import PROTOCOLS
+
+MODELS = VARIANTS + ("pop",)
+STRATEGIES = ("none", "mirrored")
+
+
+@dataclass
+class DataSection:
+    """Which data and how it is split.
+
+    Attributes:
+        path: dataset directory (from `pipelines/`); `None` = the embedded demo dataset.
+        demo_seed: seed of the demo dataset when `path` is None.
+        protocol: `paper`, `user-ratio` or `leave-one-out` (MODEL-NOTES.md).
+        modalities: feature modalities to use (default: every one the dataset has; `[]` = IDs only).
+        max_length: longest history fed to the model (the most recent items are kept).
+    """
+
+    path: str | None = None
+    demo_seed: int = 0
+    protocol: str = "paper"
+    modalities: list | None = None
+    max_length: int = 100
+
+
+@dataclass
+class ModelSection:
+    """The model: `ModelConfig` without what the data decides. Defaults are the paper's.
+
+    `variant` is one of the MFN4Rec variants or `pop` (most popular training items, for sanity).
+    """
+
+    variant: str = "mfn4rec"
+    id_embedding_dim: int = 25
+    id_hidden_units: int = 20
+    modality_hidden_units: int = 20
+    memory_dim: int = 20
+    fc_hidden_units: int = 50
+    output_units: int = 20
+    output_activation: str = "linear"
+    dropout: float = 0.3
+    gru_reset_after: bool = True
+
+
+@dataclass
+class TrainSection:
+    """Optimisation, selection and evaluation.
+
+    Attributes:
+        epochs: most epochs of the selection phase.
+        batch_size: sequences per batch (paper: 64).
+        learning_rate: Adam's (paper: 0.01).
+        targets: `all` (next item at every position) or `last` (only the final one).
+        patience: stop after this many epochs without a better validation Recall@20.
+        seed: seeds weights, dropout and batch order.
+        retrain: after selection, retrain on train + validation for the selected number of epochs
+            before testing (the paper's step). `None` = yes for the `paper` protocol, no otherwise.
+        exclude_history: never recommend items already in the user's history.
+        eval_batch_size: users per evaluation batch.
+        strategy: `none` or `mirrored` (tf.distribute.MirroredStrategy over the local devices).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    targets: str = "all"
+    patience: int = 5
+    seed: int = 0
+    retrain: bool | None = None
+    exclude_history: bool = False
+    eval_batch_size: int = 256
+    strategy: str = "none"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs."""
+
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        if self.data.protocol not in PROTOCOLS:
+            raise ValueError(f"`data.protocol` must be one of {PROTOCOLS}. Received: {self.data.protocol!r}")
+        if self.data.modalities is not None and not isinstance(self.data.modalities, list):
+            raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
+        check_positive_int("data.max_length", self.data.max_length)
+        if self.model.variant not in MODELS:
+            raise ValueError(f"`model.variant` must be one of {MODELS}. Received: {self.model.variant!r}")
+        if self.model.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"`model.output_activation` must be one of {OUTPUT_ACTIVATIONS}.")
+        for name in ("id_embedding_dim", "id_hidden_units", "modality_hidden_units", "memory_dim",
+                     "fc_hidden_units", "output_units"):
+            check_positive_int(f"model.{name}", getattr(self.model, name))
+        check_rate("model.dropout", self.model.dropout)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            check_positive_int(f"train.{name}", getattr(self.train, name))
+        if self.train.patience < 0:
+            raise ValueError(f"`train.patience` must be >= 0. Received: {self.train.patience}")
+        if not self.train.learning_rate > 0:
+            raise ValueError(f"`train.learning_rate` must be > 0. Received: {self.train.learning_rate}")
+        if self.train.targets not in TARGET_MODES:
+            raise ValueError(f"`train.targets` must be one of {TARGET_MODES}. Received: {self.train.targets!r}")
+        if self.train.strategy not in STRATEGIES:
+            raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
+
+    @property
+    def retrain(self) -> bool:
+        """Whether this run retrains on train + validation before testing."""
+        if self.model.variant == "pop":
+            return False
+        return self.data.protocol == "paper" if self.train.retrain is None else bool(self.train.retrain)
+
+    def model_config(self, dataset) -> ModelConfig:
+        """The `ModelConfig` of this run on `dataset` (its catalogue and chosen modalities)."""
+        section = dataclasses.asdict(self.model)
+        hidden = section.pop("modality_hidden_units")
+        return ModelConfig(
+            num_items=dataset.num_items,
+            modalities=dataset.modality_configs(hidden_units=hidden, names=self.data.modalities),
+            seed=self.train.seed,
+            **section,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        return _merge(cls(), data or {}, "")
+
+
+SECTIONS = {"data": DataSection, "model": ModelSection, "train": TrainSection}
+
+
+def load_config(path=None, overrides=()) -> RunConfig:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` (`"section.key=value"`)."""
+    data = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ValueError(f"Config file {path} does not exist.") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"Config file {path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {path} must hold a mapping at the top level.")
+    config = RunConfig.from_dict(data)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"An override must look like section.key=value. Received: {override!r}")
+        value = yaml.safe_load(raw) if raw != "" else None
+        nested = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        config = _merge(config, nested, "")
+    return config
+
+
+def _merge(config, data, prefix):
+    """Returns a copy of dataclass `config` with `data` merged in; unknown keys raise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"`{prefix.rstrip('.') or 'config'}` must be a mapping. Received: {data!r}")
+    known = {f.name: f for f in dataclasses.fields(config)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {[prefix + k for k in unknown]}. Known keys here: {sorted(known)}")
+    changes = {}
+    for key, value in data.items():
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value, f"{prefix}{key}.")
+        else:
+            changes[key] = value
+    return dataclasses.replace(config, **changes)  # a RunConfig re-validates in __post_init__

@@ -1,0 +1,60 @@
+import pytest
+
+from mfn4rec_tf.run_config import RunConfig, load_config
+
+
+def test_defaults_are_the_papers():
+    config = RunConfig()
+    assert config.model.variant == "mfn4rec" and config.data.protocol == "paper"
+    assert config.train.batch_size == 64 and config.train.learning_rate == 0.01 and config.model.dropout == 0.3
+    assert config.model.id_hidden_units == config.model.modality_hidden_units == config.model.memory_dim == 20
+    assert config.retrain  # paper protocol retrains on train + validation
+
+
+def test_yaml_then_overrides_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  variant: mfn4rec-g\n  memory_dim: 8\ntrain:\n  epochs: 3\n")
+    config = load_config(path, ["train.epochs=4", "data.modalities=[text]", "train.retrain=false"])
+    assert config.model.variant == "mfn4rec-g" and config.model.memory_dim == 8
+    assert config.train.epochs == 4 and config.data.modalities == ["text"] and not config.retrain
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    config = load_config(None, ["model.variant=mfn4rec-m", "data.protocol=leave-one-out", "train.seed=3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    assert load_config(path) == config
+    assert not config.retrain  # not the paper protocol
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.memory_dimension=3"], "model.memory_dimension"),
+        (["trian.epochs=3"], "trian"),
+        (["model.variant=bert4rec"], "variant"),
+        (["data.protocol=random"], "protocol"),
+        (["train.epochs=0"], "train.epochs"),
+        (["train.epochs=three"], "train.epochs"),
+        (["model.dropout=1.5"], "dropout"),
+        (["train.targets=every"], "targets"),
+        (["train.strategy=tpu"], "strategy"),
+        (["epochs"], "section.key=value"),
+        (["data=3"], "data"),
+    ],
+)
+def test_bad_settings_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(bad)
