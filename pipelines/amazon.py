@@ -73,6 +73,7 @@ from pipelines.common import (
     add_common_arguments,
     align_vectors,
     apply_filters,
+    check_paths,
     drop_duplicate_events,
     finish,
     image_modality,
@@ -477,14 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_inputs(args) -> None:
     """Fails before hours of reading: missing inputs, an --out that would be refused at the end."""
-    for option, value in (("--reviews", args.reviews), ("--meta", args.meta),
-                          ("--image-features", args.image_features), ("--glove", args.glove)):
-        if value is not None and not Path(value).is_file():
-            raise FileNotFoundError(f"{option} {value} does not exist (or is not a file).")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise FileNotFoundError(f"--images {args.images} is not a folder.")
-    if Path(args.out).exists() and not args.overwrite:
-        raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it.")
+    check_paths(args, [("--reviews", args.reviews), ("--meta", args.meta), ("--image-features", args.image_features)])
 
 
 def _release(forced: str, detected: str, path) -> str:

@@ -102,9 +102,13 @@ class FilterSpec:
 
     @classmethod
     def from_args(cls, args):
+        explicit = cls(args.last_years, args.min_item, args.min_user, args.max_user)
         if args.paper_filters:
+            if not explicit.is_empty():
+                raise ValueError("--paper-filters sets --last-years, --min-item, --min-user and --max-user; "
+                                 "give either it or those options, not both.")
             return cls.paper()
-        return cls(args.last_years, args.min_item, args.min_user, args.max_user)
+        return explicit
 
     def is_empty(self):
         return all(value is None for value in asdict(self).values())
@@ -289,6 +293,28 @@ def add_common_arguments(parser: argparse.ArgumentParser, text=True, images=True
                                 "(default: %(default)s)")
         group.add_argument("--image-batch-size", type=int, default=16,
                            help="images per VGG-16 batch (default: %(default)s)")
+
+
+def check_paths(args, files=()) -> None:
+    """Fails before any reading (which can take hours on real data): the input files in `files`
+    (`(option, path)` pairs; None = not given), `--glove`, the `--images` folder, and an `--out`
+    that would be refused at the end."""
+    for option, value in [*files, ("--glove", getattr(args, "glove", None))]:
+        if value is not None and not Path(value).is_file():
+            raise FileNotFoundError(f"{option} {value} does not exist (or is not a file).")
+    images = getattr(args, "images", None)
+    if images is not None and not Path(images).is_dir():
+        raise FileNotFoundError(f"--images {images} is not a folder.")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it.")
+
+
+def row_line_numbers(num_rows, bad_lines, first_line):
+    """File line number of each table row: the lines from `first_line` on that are not in `bad_lines`
+    (lines a reader rejected), so a skip can name `file:line`."""
+    bad = np.asarray(sorted(n for n in bad_lines if n is not None), dtype=np.int64)
+    candidates = np.arange(first_line, first_line + num_rows + len(bad), dtype=np.int64)
+    return np.setdiff1d(candidates, bad, assume_unique=True)[:num_rows]
 
 
 def finish(args, *, name, items, interactions, features, sources, filters, skips: SkipCounter) -> Path:

@@ -1,6 +1,7 @@
 """Any interaction log (+ item texts, images, precomputed vectors) -> a dataset directory.
 
-Inputs (CSV, TSV or parquet, by extension: `.csv`, `.tsv` (optionally `.gz`/`.bz2`), `.parquet`, `.pq`):
+Inputs (CSV, TSV or parquet, by extension: `.csv`, `.tsv` (optionally `.gz`/`.bz2`), `.parquet`, `.pq`;
+CSV/TSV files are UTF-8 with a header line):
 
 - `--interactions`: one row per interaction with a user, an item and a time column (names set by
   `--user-col`, `--item-col`, `--time-col`; other columns are ignored). Ids are read as strings
@@ -8,8 +9,9 @@ Inputs (CSV, TSV or parquet, by extension: `.csv`, `.tsv` (optionally `.gz`/`.bz
   either a number of seconds since 1970 (an integer, or a float rounded down) or a date string
   (ISO 8601 first, then any format pandas parses; a date without a time zone is UTC).
 - `--items` (optional): item metadata with an id column (`--items-id-col`, default the `--item-col`
-  name) and text columns; `--text-fields` picks them (default: every string column but the id). They
-  are kept in `items.parquet` and are the text modality's input with `--glove`.
+  name) and text columns; `--text-fields` picks them (default: every string column but the id; in a
+  CSV, every column with a value that is not a number). They are kept in `items.parquet` (blank
+  values as missing) and are the text modality's input with `--glove`.
 - `--images FOLDER`: `<item_id>.jpg|png` files -> the `image` modality (VGG-16 1000-way output).
 - `--vectors NAME=FILE.npy:IDS` or `--vectors NAME=FILE.parquet` (repeatable): precomputed
   features -> modality NAME. A `.npy` matrix needs a text file of item ids, one per line, row
@@ -18,7 +20,7 @@ Inputs (CSV, TSV or parquet, by extension: `.csv`, `.tsv` (optionally `.gz`/`.bz
 
 Skipped input is counted by reason (first few logged as `file:line` or `file:row N`):
 `malformed_line` and `empty_line` (CSV rows with the wrong number of fields / no fields),
-`bad_timestamp` (neither a number nor a date), `items_malformed_line`, `<NAME>_null_vectors`
+`bad_timestamp` (neither a number nor a date), `items_malformed_line`, `items_empty_line`, `<NAME>_null_vectors`
 (a parquet vector that is null), `<NAME>_not_in_catalogue` (vector rows of items no user
 interacted with), plus the shared reasons of `pipelines.common` (`missing_user_or_item`,
 `duplicate_events`, `metadata_not_in_catalogue`, `<NAME>_non_finite`, `<NAME>_missing`, ...).
@@ -55,10 +57,12 @@ from pipelines.common import (
     add_common_arguments,
     align_vectors,
     apply_filters,
+    check_paths,
     drop_duplicate_events,
     finish,
     image_modality,
     index_items,
+    row_line_numbers,
     run_main,
     text_modality,
 )
@@ -157,7 +161,7 @@ def read_table(path, columns=None, *, string_columns=(), skips: SkipCounter, pre
         )
     except pa.ArrowInvalid as error:
         raise ValueError(f"{path} cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") from None
-    where = Places(path, _row_line_numbers(table.num_rows, invalid, first_line=3))
+    where = Places(path, row_line_numbers(table.num_rows, invalid, first_line=2))
     table, where = _drop_empty_rows(table, where, skips, prefix)
     return table, where
 
@@ -252,7 +256,8 @@ def read_vectors(source: VectorSource, id_col, vector_col, skips: SkipCounter) -
         except (ValueError, OSError, EOFError) as error:
             raise ValueError(f"{source.path} cannot be read as a .npy matrix: {error}") from None
         if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-            raise ValueError(f"{source.path} must hold a 2-d numeric matrix; found {matrix.dtype} {list(matrix.shape)}.")
+            raise ValueError(
+                f"{source.path} must hold a 2-d numeric matrix; found {matrix.dtype} {list(matrix.shape)}.")
         ids = source.ids.read_text(encoding="utf-8-sig").split("\n")
         if ids and ids[-1].strip() == "":
             ids = ids[:-1]  # the final line break
@@ -357,7 +362,8 @@ def to_seconds(array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def id_strings(array) -> np.ndarray:
-    """Ids as an object array of str (None where missing): strings trimmed, integers (also integral floats) in decimal."""
+    """Ids as an object array of str (None where missing): strings trimmed, integers (also integral floats)
+    in decimal."""
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
@@ -385,13 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--items", help="CSV/TSV/parquet file of item metadata: an id column and text columns")
     source.add_argument("--items-id-col", help="id column of --items (default: the --item-col name)")
     source.add_argument("--text-fields",
-                        help="comma-separated columns of --items kept as text (default: every string column but the id)")
+                        help="comma-separated columns of --items kept as text "
+                             "(default: every string column but the id, numbers-only CSV columns excepted)")
     vectors = parser.add_argument_group("precomputed features")
     vectors.add_argument("--vectors", action="append", type=VectorSource.parse, default=[], metavar="NAME=FILE[:IDS]",
                          help="modality NAME from FILE.npy (+ IDS, a file of item ids, one a line) or FILE.parquet; "
                               "repeatable")
-    vectors.add_argument("--vectors-id-col", default="item_id", help="id column of parquet --vectors files (default: %(default)s)")
-    vectors.add_argument("--vector-col", default="vector", help="vector column of parquet --vectors files (default: %(default)s)")
+    vectors.add_argument("--vectors-id-col", default="item_id",
+                         help="id column of parquet --vectors files (default: %(default)s)")
+    vectors.add_argument("--vector-col", default="vector",
+                         help="vector column of parquet --vectors files (default: %(default)s)")
     add_common_arguments(parser)
     return parser
 
@@ -447,16 +456,13 @@ def main(argv=None) -> Path:
 
 def _check_inputs(args):
     """Fails fast, before any reading, on missing files and clashing names."""
-    files = [("--interactions", args.interactions), ("--items", args.items), ("--glove", args.glove)]
+    files = [("--interactions", args.interactions), ("--items", args.items)]
     for source in args.vectors:
         files += [(f"--vectors {source.name}", source.path), (f"--vectors {source.name} ids", source.ids)]
-    for role, file in files:
-        if file is not None and not Path(file).is_file():
-            raise FileNotFoundError(f"{role} file {file} does not exist.")
-        if file is not None and role in ("--interactions", "--items"):
+    check_paths(args, files)
+    for file in (args.interactions, args.items):
+        if file is not None:
             table_format(file)
-    if args.images is not None and not Path(args.images).is_dir():
-        raise FileNotFoundError(f"--images folder {args.images} does not exist.")
     if args.glove is not None and args.items is None:
         raise ValueError("--glove needs --items: the text modality is made from the items' text columns.")
     taken = (["text"] if args.glove else []) + (["image"] if args.images else [])
@@ -464,8 +470,6 @@ def _check_inputs(args):
         if source.name in taken:
             raise ValueError(f"--vectors: modality {source.name!r} is given twice (or made by --glove/--images).")
         taken.append(source.name)
-    if Path(args.out).exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already exists; pass --overwrite to replace it.")
 
 
 def _check_columns(path, columns, found):
@@ -481,13 +485,6 @@ def _csv_header(path, delimiter) -> list:
     if not first:
         raise ValueError(f"{path} is empty: expected a header line with the column names.")
     return first
-
-
-def _row_line_numbers(num_rows, bad_lines, first_line):
-    """Line number of each table row: the lines from `first_line` on that are not in `bad_lines`."""
-    bad = np.asarray(sorted(n for n in bad_lines if n is not None), dtype=np.int64)
-    candidates = np.arange(first_line, first_line + num_rows + len(bad), dtype=np.int64)
-    return np.setdiff1d(candidates, bad, assume_unique=True)[:num_rows]
 
 
 def _drop_empty_rows(table, where, skips, prefix):

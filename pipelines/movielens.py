@@ -43,10 +43,12 @@ from pipelines.common import (
     SkipCounter,
     add_common_arguments,
     apply_filters,
+    check_paths,
     drop_duplicate_events,
     finish,
     image_modality,
     index_items,
+    row_line_numbers,
     run_main,
     text_modality,
 )
@@ -109,7 +111,7 @@ def read_ratings(path, skips: SkipCounter) -> pd.DataFrame:
                                      expected=f"{len(names)} comma-separated fields")
 
     first_line = 2 if header else 1
-    lines = _row_line_numbers(table.num_rows, [number for number, _ in invalid], first_line)
+    lines = row_line_numbers(table.num_rows, [number for number, _ in invalid], first_line)
     for number, detail in invalid:
         skips.skip("malformed_line", f"{path}:{number}", detail)
 
@@ -209,7 +211,10 @@ def read_movies(path, skips: SkipCounter) -> pd.DataFrame:
             skips.skip("movies_non_integer_id", f"{path}:{number}", f"movie id {movie_id!r}")
             continue
         genres = genres.strip()
-        genres = ", ".join(g.strip() for g in genres.split("|") if g.strip()) if genres and genres != NO_GENRES else None
+        if genres and genres != NO_GENRES:
+            genres = ", ".join(g.strip() for g in genres.split("|") if g.strip())
+        else:
+            genres = None
         items.append((str(int(movie_id)), title.strip() or None, genres))
     log.info("read %d movies from %s", len(items), path)
     return pd.DataFrame(items, columns=["item_id", *TEXT_COLUMNS]).astype(
@@ -260,18 +265,9 @@ def main(argv=None) -> Path:
     unknown = [f for f in text_fields if f not in TEXT_COLUMNS]
     if unknown:
         raise ValueError(f"--text-fields: {unknown[0]!r} is not a movie column; choose from {list(TEXT_COLUMNS)}.")
-    for role, file in (("--ratings", args.ratings), ("--movies", args.movies)):
-        if file is not None and not Path(file).is_file():
-            raise FileNotFoundError(f"{role} file {file} does not exist.")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise FileNotFoundError(f"--posters/--images folder {args.images} does not exist.")
-    if args.glove is not None:
-        if args.movies is None or not text_fields:
-            raise ValueError("--glove needs --movies and at least one --text-fields column: the text is the movies'.")
-        if not Path(args.glove).is_file():
-            raise FileNotFoundError(f"--glove file {args.glove} does not exist.")
-    if Path(args.out).exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already exists; pass --overwrite to replace it.")
+    check_paths(args, [("--ratings", args.ratings), ("--movies", args.movies)])
+    if args.glove is not None and (args.movies is None or not text_fields):
+        raise ValueError("--glove needs --movies and at least one --text-fields column: the text is the movies'.")
 
     skips = SkipCounter()
     events = drop_duplicate_events(read_ratings(args.ratings, skips), skips)
@@ -333,13 +329,6 @@ def _csv_header(path):
     if not first or _is_integer(first[0].strip()):
         return None
     return [field.strip() for field in first]
-
-
-def _row_line_numbers(num_rows, bad_lines, first_line):
-    """Line number of each table row: the lines from `first_line` on that are not in `bad_lines`."""
-    bad = np.asarray(sorted(n for n in bad_lines if n is not None), dtype=np.int64)
-    candidates = np.arange(first_line, first_line + num_rows + len(bad), dtype=np.int64)
-    return np.setdiff1d(candidates, bad, assume_unique=True)[:num_rows]
 
 
 def _matches(array, pattern) -> np.ndarray:

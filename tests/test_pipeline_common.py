@@ -80,3 +80,13 @@ def test_align_vectors():
     assert skips.as_dict() == {"image_duplicate_ids": 1, "image_missing": 1, "image_non_finite": 1}
     with pytest.raises(ValueError, match="one row per id"):
         align_vectors(["a"], ["a", "b"], np.zeros((1, 2)), "image", skips)
+
+
+def test_paper_filters_flag_conflicts_with_explicit_filters():
+    import argparse
+
+    args = argparse.Namespace(paper_filters=True, last_years=None, min_item=None, min_user=3, max_user=None)
+    with pytest.raises(ValueError, match="--paper-filters"):
+        FilterSpec.from_args(args)
+    args.min_user = None
+    assert FilterSpec.from_args(args) == FilterSpec.paper()
