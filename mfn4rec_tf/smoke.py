@@ -8,7 +8,7 @@ next-item cross-entropy on every prefix, and prints the loss before and after. I
 if any variant's loss does not fall to at most `--max-ratio` of its start (default 0.9; in 40
 steps the paper-size models reach about 0.06 of it, mfn4rec-m, the slowest learner, about 0.8), so a broken
 install (or a broken model) does not pass quietly. The batch is random: this shows the model trains,
-not that it recommends well; `python -m mfn4rec_tf.fit` (when it lands) is the real job.
+not that it recommends well; `python -m mfn4rec_tf.fit` is the real job.
 """
 
 from __future__ import annotations

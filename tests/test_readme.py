@@ -13,7 +13,7 @@ def _blocks(language):
 
 def test_readme_starts_with_the_two_commands():
     first = _blocks("bash")[0].strip().splitlines()
-    assert first == ['pip install -e . && python -m mfn4rec_tf.smoke', 'pip install -e ".[dev]" && python -m pytest']
+    assert first == ['pip install -e . && python -m mfn4rec_tf.fit', 'pip install -e ".[dev]" && python -m pytest']
     assert README.index("```bash") < README.index("##")
 
 

@@ -1,0 +1,321 @@
+"""Full-ranking metrics over every item, padding excluded (MODEL-NOTES.md, "Metrics").
+
+Every user gets one ranked list R_u of the K best-scored items among ALL items 1..N (item index 0
+is padding and is never ranked, whatever its logit). With T_u the user's de-duplicated target set
+and [x] = 1 if x else 0:
+
+    Recall@K    = Σ_u |R_u ∩ T_u| / Σ_u |T_u|                                  (MICRO average)
+    MAP@K       = mean_u  AP_u,   AP_u = Σ_{i ≤ K, R_u[i] ∈ T_u} (|R_u[1..i] ∩ T_u| / i) / |T_u|
+    NDCG@K      = mean_u  DCG_u / IDCG_u,
+                  DCG_u  = Σ_{i ≤ K, R_u[i] ∈ T_u} 1 / log2(i + 1),
+                  IDCG_u = Σ_{i = 1}^{min(|T_u|, K)} 1 / log2(i + 1)
+    Precision@K = mean_u  |R_u ∩ T_u| / K
+    HR@K        = mean_u  [|R_u ∩ T_u| > 0]
+    MRR@K       = mean_u  1 / (rank of the first hit in R_u[1..K]),  0 if there is none
+
+Recall is micro-averaged as in MV-RNN's `Valuate.py` (a user with many targets weighs more);
+every other metric is a mean over users. MAP divides by |T_u|, not by min(|T_u|, K). With one
+target per user (leave-one-out) Recall@K = HR@K.
+
+Decisions a caller must know:
+
+- Ranking and ties: items are ordered by score, descending; equal scores are ordered by the LOWER
+  item index first. `tf.math.top_k` documents the same rule (and follows it on CPU here), but the
+  rule regressed once (tensorflow/tensorflow#12003) and is not checked for every device's kernel,
+  so `top_k_items` does not rely on it: it finds the K-th largest score per row with
+  `np.partition` (a value, the same whatever the tie order), keeps every item above it, fills the
+  rest with the lowest-index items equal to it, and orders those K with a stable sort. It runs in
+  NumPy on the host, so the ranking does not depend on the device that computed the logits.
+- Candidates: an item whose score is -inf is not a candidate. Index 0 and the `exclude` items get
+  -inf; an item the model itself scores -inf is likewise never recommended. When fewer than K
+  candidates exist (K > N, or many exclusions), the trailing slots of R_u hold 0 ("no item").
+  Precision@K still divides by K, so it is at most (number of candidates) / K.
+- Exclusion (`exclude`, `evaluate(..., exclude_history=True)`): the listed items (e.g. the user's
+  history) cannot be recommended. T_u is NOT changed: a target that is also in the history stays in
+  |T_u| and can no longer be hit. Off by default, for parity with the paper (MV-RNN does not exclude).
+- Targets are treated as a set (duplicates in a row count once; 0 is padding). Users whose target
+  set is empty are left out of every sum and mean and counted in `skipped_users`.
+- NaN logits raise ValueError. With no evaluated user every metric is NaN.
+
+Example:
+
+>>> import numpy as np
+>>> logits = np.array([[9.0, 0.1, 0.5, 0.3, 0.5]])  # items 1..4; index 0 is never ranked
+>>> top_k_items(logits, 3).tolist()  # items 2 and 4 tie: the lower index first
+[[2, 4, 3]]
+>>> metrics = RankingMetrics(ks=(1, 3))
+>>> metrics.update(logits, targets=np.array([[4, 1]]))
+>>> result = metrics.result()
+>>> result["recall@3"], result["hr@1"], result["mrr@3"], result["users"]
+(0.5, 0.0, 0.5, 1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from mfn4rec_tf._checks import check_positive_int
+
+KS = (10, 20, 30, 50)
+"""Default cut-offs: the paper reports K = 20 and 30; 10 and 50 are added."""
+
+FAMILIES = ("recall", "map", "ndcg", "precision", "hr", "mrr")
+"""Metric families, in the order `result()` and `format_table` list them; keys are `f"{family}@{k}"`."""
+
+
+def top_k_items(logits, k, exclude=None):
+    """The `k` best-scored item indices per row, never index 0; ties go to the lower index.
+
+    Vectorised NumPy over the whole batch (no loop over users); accepts NumPy arrays or tensors.
+
+    Args:
+        logits: float `(batch, N + 1)` scores over item indices 0..N; index 0 (padding) is ignored.
+            NaN is an error.
+        k: positive int, the length of each ranked list.
+        exclude: optional int `(batch, L)` item indices, 0-padded, that may not be ranked (their
+            scores are set to -inf), e.g. the user's history. Default `None`.
+
+    Returns:
+        int32 `(batch, k)`: items by descending score, equal scores by ascending index. A row with
+        fewer than `k` candidates (scores > -inf, index 0 and excluded items removed) ends in 0s.
+    """
+    k = check_positive_int("k", k)
+    scores = np.asarray(logits)
+    if scores.ndim != 2:
+        raise ValueError(f"`logits` must have shape (batch, N + 1). Received shape {scores.shape}")
+    scores = scores.astype(np.float64 if scores.dtype == np.float64 else np.float32)  # a copy
+    if np.isnan(scores).any():
+        raise ValueError("`logits` contain NaN; the ranking would be undefined.")
+    batch, width = scores.shape
+    scores[:, 0] = -np.inf  # padding is never ranked
+    if exclude is not None:
+        exclude = _check_items("exclude", exclude, batch, width - 1)
+        scores[np.arange(batch)[:, None], exclude] = -np.inf  # 0-padding hits index 0: harmless
+
+    kk = min(k, width)
+    kth = np.partition(scores, width - kk, axis=1)[:, width - kk, None]  # [B, 1] kk-th largest score
+    above = scores > kth  # [B, N + 1], fewer than kk True per row
+    tied = scores == kth  # [B, N + 1], at least one True per row
+    missing = kk - above.sum(axis=1, keepdims=True)  # [B, 1] >= 1
+    if (tied.sum(axis=1, keepdims=True) > missing).any():  # a tie straddles the cut: lowest indices first
+        tied &= np.cumsum(tied, axis=1, dtype=np.int32) <= missing
+    chosen = above | tied  # [B, N + 1], exactly kk True per row
+    items = np.nonzero(chosen)[1].reshape(batch, kk)  # row-major: ascending index within a row
+    values = np.take_along_axis(scores, items, axis=1)  # [B, kk]
+    order = np.argsort(-values, axis=1, kind="stable")  # stable: equal scores keep ascending index
+    items = np.take_along_axis(items, order, axis=1)
+    items[np.take_along_axis(values, order, axis=1) == -np.inf] = 0  # not a candidate: empty slot
+    if kk < k:
+        items = np.pad(items, ((0, 0), (0, k - kk)))
+    return items.astype(np.int32)
+
+
+class RankingMetrics:
+    """Accumulates the full-ranking metrics of the module docstring over batches of users.
+
+    Per batch the top max(ks) items are computed once; a hit matrix `(batch, max(ks))` compared
+    against the targets and its cumulative sums give every K. Sums are kept in float64.
+
+    Args:
+        ks: the cut-offs K, positive ints without duplicates. Default `KS` = (10, 20, 30, 50).
+
+    Example:
+
+    >>> import numpy as np
+    >>> metrics = RankingMetrics(ks=(2,))
+    >>> metrics.update_from_ranked(np.array([[5, 3], [1, 2]]), np.array([[3, 0], [7, 8]]))
+    >>> {key: metrics.result()[key] for key in ("recall@2", "precision@2", "users")}
+    {'recall@2': 0.3333333333333333, 'precision@2': 0.25, 'users': 2}
+    """
+
+    def __init__(self, ks=KS):
+        ks = tuple(check_positive_int("ks", value) for value in _as_sequence("ks", ks))
+        if not ks or len(set(ks)) != len(ks):
+            raise ValueError(f"`ks` must be a non-empty list of distinct positive integers. Received: ks={ks!r}")
+        self.ks = tuple(sorted(ks))
+        self.max_k = self.ks[-1]
+        ranks = np.arange(1, self.max_k + 1, dtype=np.float64)
+        self._ranks = ranks  # [Kmax] 1..Kmax
+        self._discounts = 1.0 / np.log2(ranks + 1.0)  # [Kmax]
+        self._ideal = np.concatenate([[0.0], np.cumsum(self._discounts)])  # [Kmax + 1], IDCG by length
+        self.reset()
+
+    def reset(self):
+        """Forgets every user seen so far."""
+        self.users = 0
+        self.skipped_users = 0
+        self.target_count = 0  # Σ_u |T_u|, the Recall denominator
+        self._sums = {family: np.zeros(len(self.ks)) for family in FAMILIES}  # recall: Σ hits
+
+    def update(self, logits, targets, exclude=None):
+        """Ranks every item for a batch of users and accumulates their metrics.
+
+        Args:
+            logits: float `(batch, N + 1)` scores, index 0 = padding (see `top_k_items`).
+            targets: int `(batch, T)` target items per user, 0-padded (or `(batch,)`: one each).
+            exclude: optional int `(batch, L)` items that may not be recommended (0-padded).
+        """
+        logits = np.asarray(logits)
+        if logits.ndim != 2:
+            raise ValueError(
+                f"`logits` must have shape (batch, N + 1); a sequence-mode model gives (batch, steps, N + 1). "
+                f"Received shape {logits.shape}"
+            )
+        targets = _check_items("targets", targets, logits.shape[0], logits.shape[1] - 1)
+        self.update_from_ranked(top_k_items(logits, self.max_k, exclude), targets)
+
+    def update_from_ranked(self, ranked, targets):
+        """Accumulates the metrics of ranked lists computed elsewhere (e.g. a popularity baseline).
+
+        Args:
+            ranked: int `(batch, >= max(ks))` distinct item indices, best first; 0 = empty slot.
+                Columns past max(ks) are ignored.
+            targets: int `(batch, T)` target items per user, 0-padded (or `(batch,)`: one each).
+        """
+        ranked = np.asarray(ranked)
+        if ranked.ndim != 2 or ranked.shape[1] < self.max_k or not np.issubdtype(ranked.dtype, np.integer):
+            raise ValueError(
+                f"`ranked` must be an int array (batch, >= max(ks) = {self.max_k}); pad short lists with 0. "
+                f"Received {ranked.dtype} {ranked.shape}"
+            )
+        ranked = ranked[:, : self.max_k]  # [B, Kmax]
+        if (ranked < 0).any():
+            raise ValueError("`ranked` contains negative item indices.")
+        ordered = np.sort(ranked, axis=1)
+        if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)).any():
+            raise ValueError("`ranked` lists an item twice in one row.")
+        targets = _check_items("targets", targets, ranked.shape[0], None)
+        targets = np.sort(targets, axis=1)
+        targets[:, 1:][targets[:, 1:] == targets[:, :-1]] = 0  # de-duplicate: a set per user
+        sizes = (targets != 0).sum(axis=1)  # [B] |T_u|
+        valid = sizes > 0  # [B] users that are evaluated
+        self.users += int(valid.sum())
+        self.skipped_users += int((~valid).sum())
+        self.target_count += int(sizes.sum())
+        ranked, targets, sizes = ranked[valid], targets[valid], sizes[valid]
+        if not len(sizes):
+            return
+
+        hits = (ranked[:, :, None] == targets[:, None, :]).any(axis=2) & (ranked != 0)  # [B, Kmax]
+        hits = hits.astype(np.float64)
+        hit_counts = np.cumsum(hits, axis=1)  # [B, Kmax] |R_u[1..i] ∩ T_u|
+        average_precision = np.cumsum(hits * hit_counts / self._ranks, axis=1) / sizes[:, None]  # [B, Kmax]
+        dcg = np.cumsum(hits * self._discounts, axis=1)  # [B, Kmax]
+        first_hit = np.argmax(hits, axis=1)  # [B] 0-based; meaningful only where a hit exists
+        for column, k in enumerate(self.ks):
+            count = hit_counts[:, k - 1]  # [B]
+            found = count > 0
+            self._sums["recall"][column] += count.sum()
+            self._sums["map"][column] += average_precision[:, k - 1].sum()
+            self._sums["ndcg"][column] += (dcg[:, k - 1] / self._ideal[np.minimum(sizes, k)]).sum()
+            self._sums["precision"][column] += count.sum() / k
+            self._sums["hr"][column] += found.sum()
+            self._sums["mrr"][column] += np.where(found, 1.0 / (first_hit + 1.0), 0.0).sum()
+
+    def result(self):
+        """`{"recall@K": ..., "map@K": ..., ..., "users": int, "skipped_users": int}` as fractions.
+
+        Families in the order of `FAMILIES`, K ascending. NaN everywhere when no user was evaluated.
+        """
+        metrics = {}
+        for family in FAMILIES:
+            denominator = self.target_count if family == "recall" else self.users
+            for column, k in enumerate(self.ks):
+                value = self._sums[family][column] / denominator if denominator else math.nan
+                metrics[f"{family}@{k}"] = float(value)
+        metrics["users"] = self.users
+        metrics["skipped_users"] = self.skipped_users
+        return metrics
+
+
+def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None):
+    """Full-ranking metrics of a Keras model in "last" output mode over `(inputs, targets)` batches.
+
+    Args:
+        model: a Keras model whose output is a dict with `logits` `(batch, N + 1)` (e.g.
+            `build_model(config, output_mode="last")` or `with_output_mode(model, "last")`).
+        ranking_batches: an iterable of `(inputs, targets)`: `inputs` the model's input dict (with
+            `item_ids` `(batch, T)`), `targets` int `(batch, T_max)` 0-padded, as yielded by
+            `RankingInput.batches()`.
+        ks: cut-offs, default `KS`.
+        exclude_history: if True, the items of `inputs["item_ids"]` (the history the model sees)
+            may not be recommended; targets are unchanged. Default False (paper parity).
+        progress: show a `keras.utils.Progbar` when the number of batches is known. Default True.
+        steps: the number of batches, for the progress bar; default `len(ranking_batches)` when
+            it has one. All batches are evaluated either way.
+
+    Returns:
+        `RankingMetrics(ks).result()` over all batches.
+    """
+    metrics = RankingMetrics(ks)
+    if steps is None:
+        try:
+            steps = len(ranking_batches)
+        except TypeError:  # a generator: length unknown
+            steps = None
+    bar = keras.utils.Progbar(steps, unit_name="batch") if progress and steps else None
+    for step, (inputs, targets) in enumerate(ranking_batches):
+        outputs = model.predict_on_batch(inputs)
+        if not isinstance(outputs, dict) or "logits" not in outputs:
+            raise ValueError(f"`model` must return a dict with `logits`. Received {type(outputs).__name__}")
+        exclude = inputs["item_ids"] if exclude_history else None
+        metrics.update(outputs["logits"], targets, exclude)
+        if bar is not None:
+            bar.update(step + 1)
+    return metrics.result()
+
+
+def format_table(metrics, ks=KS):
+    """A plain-text table: one row per metric family, one column per K, values in percent (3 decimals).
+
+    A value missing from `metrics` shows as `-`. `users` (and `skipped_users`) follow on a last line.
+
+    >>> print(format_table({"recall@20": 0.02384, "map@20": 0.00572, "users": 3}, ks=(20, 30)))
+    metric (%)         @20       @30
+    recall           2.384         -
+    map              0.572         -
+    ndcg                 -         -
+    precision            -         -
+    hr                   -         -
+    mrr                  -         -
+    users: 3
+    """
+    label, width = 12, 10
+    lines = ["metric (%)".ljust(label) + "".join(f"@{k}".rjust(width) for k in ks)]
+    for family in FAMILIES:
+        cells = []
+        for k in ks:
+            value = metrics.get(f"{family}@{k}")
+            cells.append("-" if value is None else f"{100.0 * value:.3f}")
+        lines.append(family.ljust(label) + "".join(cell.rjust(width) for cell in cells))
+    if "users" in metrics:
+        footer = f"users: {metrics['users']}"
+        if metrics.get("skipped_users"):
+            footer += f" (skipped, no targets: {metrics['skipped_users']})"
+        lines.append(footer)
+    return "\n".join(lines)
+
+
+def _as_sequence(name, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"`{name}` must be a list of positive integers. Received: {name}={value!r}")
+    return list(value)
+
+
+def _check_items(name, items, batch, num_items):
+    """`items` as an int64 `(batch, L)` array (a `(batch,)` array becomes one column), range-checked."""
+    items = np.asarray(items)
+    if items.ndim == 1:
+        items = items[:, None]
+    if items.ndim != 2 or items.shape[0] != batch or (items.size and not np.issubdtype(items.dtype, np.integer)):
+        raise ValueError(f"`{name}` must be an int array (batch={batch}, L). Received {items.dtype} {items.shape}")
+    items = items.astype(np.int64)  # a copy, safe to modify
+    if items.size and (items.min() < 0 or (num_items is not None and items.max() > num_items)):
+        raise ValueError(
+            f"`{name}` must hold item indices in [0, {num_items if num_items is not None else 'N'}]. "
+            f"Received values in [{items.min()}, {items.max()}]"
+        )
+    return items

@@ -1,0 +1,341 @@
+"""One training run: select on validation, optionally retrain on train + validation, test once.
+
+The run directory holds everything the run made::
+
+    config.yaml          the resolved configuration (a valid --config for another run)
+    state.json           progress, for --resume: phase, epochs done, best epoch, history
+    checkpoints/         model + optimizer after the last finished epoch of each phase
+    best.keras           the model of the best validation epoch (selection phase)
+    model.keras          the final model, the one tested (retrained, or the best one)
+    logs/                TensorBoard logs (training loss; validation metrics per epoch)
+    history.csv          one row per epoch: phase, epoch, loss, validation metrics
+    metrics.json, .csv   {"valid": {...}, "test": {...}} full-ranking metrics
+    training_curves.png  loss and validation Recall@20 per epoch
+
+Every file is written to a temporary name and renamed into place, so a run killed at any moment
+(even `kill -9`) leaves the last complete state, and `resume=True` continues from it: the batch
+order depends only on the seed and the epoch, and the checkpoint carries the optimizer and dropout
+generator states, so a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mfn4rec_tf import metrics as ranking_metrics
+from mfn4rec_tf.data import RankingInput, TrainingInput
+from mfn4rec_tf.dataset import load_dataset
+from mfn4rec_tf.demo import demo_dataset
+from mfn4rec_tf.model import build_model, with_output_mode
+from mfn4rec_tf.run_config import RunConfig
+from mfn4rec_tf.splits import make_split
+
+log = logging.getLogger(__name__)
+SELECTION_METRIC = "recall@20"
+
+
+class RunError(ValueError):
+    """A run cannot start or continue as asked (the message says why and what to do)."""
+
+
+def open_data(config: RunConfig):
+    """The run's dataset: the directory in `config.data.path`, or the embedded demo."""
+    if config.data.path is None:
+        return demo_dataset(seed=config.data.demo_seed)
+    return load_dataset(config.data.path)
+
+
+def modality_names(config: RunConfig, dataset):
+    names = dataset.modality_names if config.data.modalities is None else tuple(config.data.modalities)
+    for name in names:
+        dataset.modality(name)  # raises KeyError naming the missing modality
+    return names
+
+
+class Popularity:
+    """The `pop` baseline: every user gets the most frequent items of the training sequences.
+
+    Quacks like a Keras model in "last" mode (`predict_on_batch(inputs)["logits"]`), so it is
+    evaluated by exactly the same code as the neural models.
+    """
+
+    def __init__(self, sequences, num_items):
+        counts = np.bincount(np.concatenate(sequences), minlength=num_items + 1).astype(np.float32)
+        counts[0] = -1e9  # padding
+        self.scores = counts
+
+    def predict_on_batch(self, inputs):
+        batch = len(inputs["item_ids"])
+        return {"logits": np.broadcast_to(self.scores, (batch, len(self.scores)))}
+
+
+def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True) -> dict:
+    """Full-ranking metrics of a "last"-mode model on a split's histories and targets."""
+    data = RankingInput(dataset, split.histories, split.targets, modalities=names,
+                        batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
+    steps = -(-len(split.histories) // config.train.eval_batch_size)
+    return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
+                                    progress=progress, steps=steps)
+
+
+def run_training(config: RunConfig, run_dir, resume: bool = False, progress: bool = True) -> dict:
+    """Trains and evaluates `config` into `run_dir`; returns `{"valid": {...}, "test": {...}}`."""
+    run_dir = Path(run_dir)
+    # Progress bars on a terminal; redirected output (logs, CI) gets the one-line-per-epoch log only.
+    progress = progress and sys.stdout.isatty()
+    state = _start(config, run_dir, resume)
+    _seed(config.train.seed)
+    dataset = open_data(config)
+    names = modality_names(config, dataset)
+    protocol = config.data.protocol
+    valid = make_split(dataset.interactions, protocol, "validation")
+    test = make_split(dataset.interactions, protocol, "test")
+    log.info("Data %s\n  %s\n  %s", dataset, valid.summary(), test.summary())
+    if not len(valid.user_ids) or not len(test.user_ids):
+        raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
+                       f"(validation {len(valid.user_ids)}, test {len(test.user_ids)}).")
+
+    if config.model.variant == "pop":
+        valid_metrics = evaluate_split(Popularity(valid.train_sequences, dataset.num_items), config, dataset,
+                                       valid, names, progress)
+        test_metrics = evaluate_split(Popularity(test.train_sequences, dataset.num_items), config, dataset,
+                                      test, names, progress)
+        state.update(phase="done", best_epoch=None, best_valid=valid_metrics)
+        return _finish(run_dir, state, valid_metrics, test_metrics)
+
+    strategy = _strategy(config)
+    if state["phase"] == "select":
+        _select(config, run_dir, state, dataset, names, valid, strategy, progress)
+    if state["phase"] == "retrain":
+        _retrain(config, run_dir, state, dataset, names, test, strategy, progress)
+    with strategy.scope():
+        final = keras.saving.load_model(run_dir / "model.keras")
+    test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
+    state["phase"] = "done"
+    return _finish(run_dir, state, state["best_valid"], test_metrics)
+
+
+def _select(config, run_dir, state, dataset, names, split, strategy, progress):
+    """Selection phase: epochs on the validation-mode training data, early stopping on Recall@20."""
+    model = _model_for(config, run_dir, state, dataset, strategy)
+    ranker = with_output_mode(model, "last")
+    data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
+                         max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
+                         epoch=state["epoch"])
+    writer = tf.summary.create_file_writer(str(run_dir / "logs" / "validation"))
+    for epoch in range(state["epoch"], config.train.epochs):
+        started = time.perf_counter()
+        loss = _fit_epoch(model, data, epoch, run_dir / "logs" / "select", progress,
+                          f"epoch {epoch + 1}/{config.train.epochs}")
+        scores = evaluate_split(ranker, config, dataset, split, names, progress=False)
+        with writer.as_default():
+            for key, value in scores.items():
+                tf.summary.scalar(f"validation/{key}", value, step=epoch + 1)
+        improved = state["best_valid"] is None or scores[SELECTION_METRIC] > state["best_valid"][SELECTION_METRIC]
+        if improved:
+            _save_model(model, run_dir / "best.keras")
+            state.update(best_epoch=epoch + 1, best_valid=scores)
+        state["history"].append({"phase": "select", "epoch": epoch + 1, "loss": loss, **scores})
+        state["epoch"] = epoch + 1
+        log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs", epoch + 1,
+                 config.train.epochs, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
+                 state["best_valid"][SELECTION_METRIC], state["best_epoch"], time.perf_counter() - started)
+        stop = epoch + 1 - state["best_epoch"] >= config.train.patience or epoch + 1 == config.train.epochs
+        if stop:
+            state.update(phase="retrain" if config.retrain else "final", epoch=0)
+        _checkpoint(model, run_dir, state, "select")
+        if stop:
+            log.info("Selected epoch %d (valid %s %.4f).", state["best_epoch"], SELECTION_METRIC,
+                     state["best_valid"][SELECTION_METRIC])
+            break
+    if state["phase"] == "final":
+        shutil.copyfile(run_dir / "best.keras", run_dir / ".model.keras.tmp")
+        os.replace(run_dir / ".model.keras.tmp", run_dir / "model.keras")
+        state["phase"] = "test"
+        _write_json(run_dir / "state.json", state)
+
+
+def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
+    """The paper's step: a fresh model on train + validation for the selected number of epochs."""
+    epochs = state["best_epoch"]
+    if state["epoch"] == 0:
+        _seed(config.train.seed)  # the same initial weights as the selection phase
+        log.info("Retraining on train + validation for %d epoch(s).", epochs)
+    model = _model_for(config, run_dir, state, dataset, strategy)
+    data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
+                         max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
+                         epoch=state["epoch"])
+    for epoch in range(state["epoch"], epochs):
+        loss = _fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
+                          f"retrain epoch {epoch + 1}/{epochs}")
+        state["history"].append({"phase": "retrain", "epoch": epoch + 1, "loss": loss})
+        state["epoch"] = epoch + 1
+        log.info("retrain epoch %d/%d  loss %.4f", epoch + 1, epochs, loss)
+        if epoch + 1 == epochs:
+            _save_model(model, run_dir / "model.keras")
+            state["phase"] = "test"
+        _checkpoint(model, run_dir, state, "retrain")
+
+
+def _model_for(config, run_dir, state, dataset, strategy):
+    """A fresh compiled model, or the phase's checkpoint when the phase is under way."""
+    with strategy.scope():
+        if state["epoch"] > 0:
+            checkpoint = run_dir / state["checkpoint"]
+            log.info("Resuming %s phase after epoch %d from %s", state["phase"], state["epoch"], checkpoint)
+            model = keras.saving.load_model(checkpoint)
+            _set_seed_states(model, state["seed_states"])
+            return model
+        output_mode = "sequence" if config.train.targets == "all" else "last"
+        model = build_model(config.model_config(dataset), output_mode=output_mode)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.train.learning_rate),
+            loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        )
+        return model
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """A progress bar per epoch titled with the run's own epoch count (Keras' would say "Epoch 3/3"
+    for the third of thirty epochs, since each call of `fit` runs one)."""
+
+    def __init__(self, title, steps):
+        super().__init__()
+        self.title, self.steps = title, steps
+
+    def on_train_begin(self, logs=None):
+        print(self.title, flush=True)
+        self.bar = keras.utils.Progbar(self.steps, unit_name="step")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(batch + 1, values=[("loss", float(logs["loss"]))] if logs and "loss" in logs else None)
+
+
+def _fit_epoch(model, data, epoch, log_dir, progress, title):
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+    if progress:
+        callbacks.append(_EpochProgress(title, data.steps_per_epoch))
+    history = model.fit(
+        data.tf_dataset(),
+        initial_epoch=epoch,
+        epochs=epoch + 1,
+        shuffle=False,  # the input shuffles, by seed and epoch
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return float(history.history["loss"][-1])
+
+
+def _checkpoint(model, run_dir, state, phase):
+    """Model + optimizer, then the state that points at it (each file replaced atomically)."""
+    name = f"checkpoints/{phase}-epoch{state['epoch']:03d}.keras"
+    previous = state.get("checkpoint")
+    if state["phase"] == phase:
+        _save_model(model, run_dir / name)
+        state["checkpoint"] = name
+        state["seed_states"] = [v.numpy().tolist() for v in _seed_state_variables(model)]
+    _write_json(run_dir / "state.json", state)
+    if previous and previous != state.get("checkpoint"):
+        (run_dir / previous).unlink(missing_ok=True)
+    if state["phase"] != phase and state.get("checkpoint"):
+        (run_dir / state.pop("checkpoint")).unlink(missing_ok=True)
+        _write_json(run_dir / "state.json", state)
+
+
+def _start(config, run_dir, resume):
+    state_file = run_dir / "state.json"
+    config_text = config.to_yaml()
+    if resume:
+        if not state_file.is_file():
+            raise RunError(f"Nothing to resume in {run_dir}: no state.json (start the run without --resume).")
+        saved = (run_dir / "config.yaml").read_text()
+        if saved != config_text:
+            raise RunError(f"{run_dir}/config.yaml differs from this run's configuration; resume with the same "
+                           "--config and flags (or start a new run in another --out).")
+        return json.loads(state_file.read_text())
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out.")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _write_text(run_dir / "config.yaml", config_text)
+    state = {"phase": "select", "epoch": 0, "best_epoch": None, "best_valid": None, "history": []}
+    _write_json(state_file, state)
+    return state
+
+
+def _finish(run_dir, state, valid, test):
+    from mfn4rec_tf.plots import plot_training_curves
+
+    result = {"valid": valid, "test": test}
+    _write_json(run_dir / "metrics.json", result)
+    keys = sorted(set(valid) | set(test))
+    rows = [["split", *keys]] + [[split, *[scores.get(k, "") for k in keys]] for split, scores in result.items()]
+    _write_csv(run_dir / "metrics.csv", rows)
+    if state["history"]:
+        columns = list(dict.fromkeys(k for row in state["history"] for k in row))
+        _write_csv(run_dir / "history.csv", [columns] + [[row.get(c, "") for c in columns] for row in state["history"]])
+        plot_training_curves(state["history"], run_dir / "training_curves.png", metric=SELECTION_METRIC,
+                             best_epoch=state.get("best_epoch"))
+    _write_json(run_dir / "state.json", state)
+    return result
+
+
+def _seed_state_variables(model):
+    """The dropout generators' states. `.keras` files do not keep them (Keras 3.15), so checkpoints
+    carry them in state.json; without them a resumed run would draw other dropout masks."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _set_seed_states(model, states):
+    variables = _seed_state_variables(model)
+    if len(variables) != len(states):
+        raise RunError(f"The checkpoint has {len(variables)} dropout generators but state.json {len(states)}.")
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def _strategy(config):
+    if config.train.strategy == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        log.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
+        return strategy
+    return tf.distribute.get_strategy()
+
+
+def _seed(seed):
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _save_model(model, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_text(path, text):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path, data):
+    _write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _write_csv(path, rows):
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    os.replace(tmp, path)
