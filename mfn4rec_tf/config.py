@@ -12,6 +12,8 @@ VARIANTS = ("mfn4rec", "mfn4rec-g", "mfn4rec-m", "mfn4rec-add")
 """Model variants: the full model and the three ablations of Sec. 4.3."""
 
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
+MEMORY_MODES = ("scan", "cell")
+"""How the memory network runs: a parallel scan (default) or the step-by-step RNN cell (reference)."""
 ID_INPUT = "item_ids"
 PRESENCE_SUFFIX = "_present"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -78,6 +80,8 @@ class ModelConfig:
         output_activation: FC_out's activation, `"linear"` (default; the paper does not say) or `"tanh"`.
         dropout: dropout rate of every FC block. Default 0.3.
         gru_reset_after: Keras GRU convention (`True`, Keras' default) or Cho et al.'s (`False`).
+        memory_mode: `"scan"` (default: every step's gates at once, then a parallel scan of Eq. 9) or
+            `"cell"` (the `GatedMemoryCell` step by step); same weights, same outputs.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -92,6 +96,7 @@ class ModelConfig:
     output_activation: str = "linear"
     dropout: float = 0.3
     gru_reset_after: bool = True
+    memory_mode: str = "scan"
     seed: int | None = None
 
     def __post_init__(self):
@@ -100,6 +105,8 @@ class ModelConfig:
             check_positive_int(name, getattr(self, name))
         if self.variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={self.variant!r}")
+        if self.memory_mode not in MEMORY_MODES:
+            raise ValueError(f"`memory_mode` must be one of {MEMORY_MODES}. Received: memory_mode={self.memory_mode!r}")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
                 f"`output_activation` must be one of {OUTPUT_ACTIVATIONS}. "

@@ -5,7 +5,7 @@ Data flow of the full model (`variant="mfn4rec"`), shapes for the paper's defaul
     item_ids (B, T) ──Embedding──> (B, T, 25) ─┐
     image    (B, T, 1000) ─────────────────────┼─ MultiGRU (Eq. 1-3) ─> h_t = [h_m, h_f, h_g] (B, T, 60)
     text     (B, T, 100)  ─────────────────────┘                             │
-                            RNN(GatedMemoryCell) (Eq. 4-9) ──> u_t (B, T, 20) │
+                            GatedMemory (Eq. 4-9, scan or cell) ──> u_t (B, T, 20) │
                             FC_out([h_t, u_t]) (Eq. 10) ──> h_out (B, T, 20)  <┘
                             ItemLogits (Eq. 11) ──> logits (B, T, N + 1)  or, at the last valid step, (B, N + 1)
 
@@ -24,7 +24,7 @@ from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig
 from mfn4rec_tf.layers import (
     AppendPresence,
     FullyConnected,
-    GatedMemoryCell,
+    GatedMemory,
     ItemLogits,
     LastValidStep,
     MultiGRU,
@@ -104,15 +104,15 @@ def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Mod
     states = _concatenate(hidden, "hidden_states")  # h_t: (B, T, sum of hidden sizes)
 
     if config.variant in ("mfn4rec", "mfn4rec-m"):
-        cell = GatedMemoryCell(
+        memory = GatedMemory(
             input_dim=sum(config.hidden_sizes),
             memory_dim=config.memory_dim,
             hidden_units=config.fc_hidden_units,
             dropout=config.dropout,
             seed=config.seed,
-            name="gated_memory_cell",
-        )
-        memory = keras.layers.RNN(cell, return_sequences=True, name="gated_memory")(states, mask=mask)  # (B, T, d_mem)
+            mode=config.memory_mode,
+            name="gated_memory",
+        )(states, mask=mask)  # (B, T, d_mem)
     elif config.variant == "mfn4rec-add":
         memory = hidden[0] if len(hidden) == 1 else keras.layers.Add(name="memory_sum")(hidden)
     else:

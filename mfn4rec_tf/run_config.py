@@ -62,6 +62,7 @@ class ModelSection:
     output_activation: str = "linear"
     dropout: float = 0.3
     gru_reset_after: bool = True
+    memory_mode: str = "scan"
 
 
 @dataclass

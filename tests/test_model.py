@@ -27,8 +27,11 @@ CASES = [make_config(v) for v in VARIANTS] + [
     make_config("mfn4rec", output_activation="tanh", gru_reset_after=False),
     make_config("mfn4rec", modalities=()),  # item IDs only
     make_config("mfn4rec-m", modalities=(ModalityConfig("audio", 2, 6),)),
+    make_config("mfn4rec", memory_mode="cell"),  # the step-by-step reference path of the memory
+    make_config("mfn4rec-m", memory_mode="cell"),
 ]
-CASE_IDS = [c.variant for c in CASES[: len(VARIANTS)]] + ["tanh-cho-gru", "id-only", "m-one-modality"]
+CASE_IDS = [c.variant for c in CASES[: len(VARIANTS)]] + ["tanh-cho-gru", "id-only", "m-one-modality", "cell",
+                                                         "m-cell"]
 
 
 @pytest.mark.parametrize("config", CASES, ids=CASE_IDS)

@@ -2,6 +2,7 @@
 
 from mfn4rec_tf.layers.differentiated_attention import DifferentiatedAttention
 from mfn4rec_tf.layers.fully_connected import FullyConnected
+from mfn4rec_tf.layers.gated_memory import GatedMemory
 from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
 from mfn4rec_tf.layers.item_logits import ItemLogits
 from mfn4rec_tf.layers.multi_gru import MultiGRU
@@ -12,6 +13,7 @@ __all__ = [
     "AppendPresence",
     "DifferentiatedAttention",
     "FullyConnected",
+    "GatedMemory",
     "GatedMemoryCell",
     "ItemLogits",
     "LastValidStep",
