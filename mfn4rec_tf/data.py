@@ -8,11 +8,11 @@ making the batch order predictable.
 
 Two inputs:
 
-- `training_dataset`: `(inputs, {"logits": targets}, {"logits": weights})` for `model.fit`.
+- `TrainingInput`: `(inputs, {"logits": targets}, {"logits": weights})` for `model.fit`.
   With `targets="all"` a sequence `s` gives inputs `s[:-1]` and targets `s[1:]` at every
   position (the model in `"sequence"` output mode); with `targets="last"` only the final next item
   (`"last"` output mode).
-- `ranking_dataset`: `(inputs, targets)` for evaluation: each user's history and their
+- `RankingInput`: `(inputs, targets)` for evaluation: each user's history and their
   de-duplicated target items, padded with 0.
 """
 

@@ -64,7 +64,9 @@ def parse_args(argv=None):
     parser.add_argument("--exclude-history", action=argparse.BooleanOptionalAction, default=None,
                         help="never recommend items already in the user's history [train.exclude_history, default: no]")
     parser.add_argument("--out", help="run directory (default: runs/<model>-<date>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out with its own config.yaml (other options must "
+                             "agree with it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -83,7 +85,10 @@ def resolve(args):
         overrides.append(f"train.retrain={str(args.retrain).lower()}")
     if args.exclude_history is not None:
         overrides.append(f"train.exclude_history={str(args.exclude_history).lower()}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    if config.data.path is not None:  # absolute, so evaluate and --resume work from any folder
+        config.data.path = str(Path(config.data.path).resolve())
+    return config
 
 
 def _yaml_scalar(value):
@@ -99,9 +104,13 @@ def main(argv=None) -> int:
     from mfn4rec_tf.training import RunError, run_training
 
     try:
+        if args.resume:
+            if not args.out:
+                raise RunError("--resume needs --out, the run directory to continue.")
+            saved = Path(args.out) / "config.yaml"
+            if args.config is None and saved.is_file():
+                args.config = str(saved)  # resume with the run's own settings; flags must agree with them
         config = resolve(args)
-        if args.resume and not args.out:
-            raise RunError("--resume needs --out, the run directory to continue.")
         out = Path(args.out or f"runs/{config.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
         started = time.perf_counter()
         result = run_training(config, out, resume=args.resume, progress=not args.quiet)

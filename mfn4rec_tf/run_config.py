@@ -12,13 +12,14 @@ items and the feature modalities and their widths).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from mfn4rec_tf._checks import check_positive_int, check_rate
-from mfn4rec_tf.config import OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig
+from mfn4rec_tf.config import MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig
 from mfn4rec_tf.data import TARGET_MODES
 from mfn4rec_tf.splits import PROTOCOLS
 
@@ -74,7 +75,7 @@ class TrainSection:
         batch_size: sequences per batch (paper: 64).
         learning_rate: Adam's (paper: 0.01).
         targets: `all` (next item at every position) or `last` (only the final one).
-        patience: stop after this many epochs without a better validation Recall@20.
+        patience: stop after this many epochs (>= 1) without a better validation Recall@20.
         seed: seeds weights, dropout and batch order.
         retrain: after selection, retrain on train + validation for the selected number of epochs
             before testing (the paper's step). `None` = yes for the `paper` protocol, no otherwise.
@@ -107,6 +108,8 @@ class RunConfig:
         self.validate()
 
     def validate(self):
+        for name, section in (("data", self.data), ("model", self.model), ("train", self.train)):
+            _check_types(name, section)
         if self.data.protocol not in PROTOCOLS:
             raise ValueError(f"`data.protocol` must be one of {PROTOCOLS}. Received: {self.data.protocol!r}")
         if self.data.modalities is not None and not isinstance(self.data.modalities, list):
@@ -116,14 +119,15 @@ class RunConfig:
             raise ValueError(f"`model.variant` must be one of {MODELS}. Received: {self.model.variant!r}")
         if self.model.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"`model.output_activation` must be one of {OUTPUT_ACTIVATIONS}.")
+        if self.model.memory_mode not in MEMORY_MODES:
+            raise ValueError(f"`model.memory_mode` must be one of {MEMORY_MODES}. Received: {self.model.memory_mode!r}")
         for name in ("id_embedding_dim", "id_hidden_units", "modality_hidden_units", "memory_dim",
                      "fc_hidden_units", "output_units"):
             check_positive_int(f"model.{name}", getattr(self.model, name))
         check_rate("model.dropout", self.model.dropout)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_positive_int(f"train.{name}", getattr(self.train, name))
-        if self.train.patience < 0:
-            raise ValueError(f"`train.patience` must be >= 0. Received: {self.train.patience}")
+        check_positive_int("train.patience", self.train.patience)
         if not self.train.learning_rate > 0:
             raise ValueError(f"`train.learning_rate` must be > 0. Received: {self.train.learning_rate}")
         if self.train.targets not in TARGET_MODES:
@@ -158,6 +162,37 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         return _merge(cls(), data or {}, "")
+
+
+def _check_types(name, section):
+    """Checks each field against its annotation, converting what YAML leaves as a string but means as a
+    number (PyYAML reads `1e-3` as a string); raises ValueError naming `section.field`."""
+    hints = typing.get_type_hints(type(section))
+    for field_ in dataclasses.fields(section):
+        key, value = f"{name}.{field_.name}", getattr(section, field_.name)
+        allowed = typing.get_args(hints[field_.name]) or (hints[field_.name],)
+        if value is None and type(None) in allowed:
+            continue
+        if float in allowed:
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"`{key}` must be a number. Received: {value!r}") from None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{key}` must be a number. Received: {value!r}")
+            setattr(section, field_.name, float(value))
+        elif int in allowed:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"`{key}` must be an integer. Received: {value!r}")
+        elif bool in allowed:
+            if not isinstance(value, bool):
+                raise ValueError(f"`{key}` must be true or false. Received: {value!r}")
+        elif str in allowed:
+            if not isinstance(value, str):
+                raise ValueError(f"`{key}` must be a string. Received: {value!r}")
+        elif list in allowed and not isinstance(value, list):
+            raise ValueError(f"`{key}` must be a list. Received: {value!r}")
 
 
 SECTIONS = {"data": DataSection, "model": ModelSection, "train": TrainSection}

@@ -150,15 +150,16 @@ def _skipped(skips: SkipCounter, role: str) -> str:
 
 
 def _integer_time(value):
-    """`unixReviewTime` as an int, or None: ints, integral floats and strings of digits are accepted."""
+    """`unixReviewTime` as an int, or None: ints, integral floats and strings of digits within
+    0..2**63 - 1 (int64 seconds) are accepted."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value < 2**63:
+        return value
     return None
 
 

@@ -133,3 +133,22 @@ def test_errors_are_clear(dataset):
     with pytest.raises(ValueError, match="target lists"):
         RankingInput(dataset, [np.array([1])], [])
     assert pad([]).shape == (0, 1)
+
+
+def test_training_loss_is_the_mean_over_real_next_item_targets(dataset):
+    """Pins the normalisation fit relies on: padded positions add nothing and are not counted."""
+    import tensorflow as tf
+
+    config = ModelConfig(num_items=N, modalities=dataset.modality_configs(hidden_units=4), id_hidden_units=4,
+                         memory_dim=3, fc_hidden_units=5, output_units=4, dropout=0.0)
+    model = build_model(config)
+    model.compile(optimizer="adam", loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    data = TrainingInput(dataset, [np.arange(1, 10), np.array([3, 4, 5]), np.array([7, 8])], batch_size=3,
+                         shuffle=False)
+    (inputs, targets, weights), = list(data.batches(0))
+    logits = model(inputs, training=False)["logits"]
+    per_step = tf.keras.losses.sparse_categorical_crossentropy(targets["logits"], logits, from_logits=True).numpy()
+    expected = (per_step * weights["logits"]).sum() / weights["logits"].sum()  # 8 + 2 + 1 real targets
+    assert weights["logits"].sum() == 11
+    loss = model.test_on_batch(inputs, targets, sample_weight=weights, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)

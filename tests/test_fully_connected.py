@@ -34,6 +34,28 @@ def test_two_layer_values_match_hand_computation():
     np.testing.assert_allclose(layer(x).numpy(), expected[None, :], rtol=1e-6)
 
 
+def test_dropout_placement_hidden_layer_for_two_layers_input_for_one():
+    x = np.ones((64, 4), "float32")
+    # Two layers: every hidden unit is sum(x) = 4 (all-ones kernel) and the output kernel is the
+    # identity. Dropout on the hidden layer zeroes whole units: outputs are exactly 0 or 4 / (1 - 0.5).
+    # (Dropout on the input would give every unit of a row the same value instead.)
+    two = FullyConnected(8, hidden_units=8, dropout=0.5, seed=0)
+    two.build(x.shape)
+    two.hidden.kernel.assign(np.ones((4, 8), "float32"))
+    two.output_dense.kernel.assign(np.eye(8, dtype="float32"))
+    out = two(x, training=True).numpy()
+    assert set(np.unique(out)) == {0.0, 8.0}
+    assert not np.all(out == out[:, :1])  # units of one row differ: the mask is on hidden units
+    # One layer: all-ones kernel, so each output is the sum of the surviving inputs / (1 - 0.5): the
+    # same for every unit of a row, and a multiple of 2.
+    one = FullyConnected(8, dropout=0.5, seed=0)
+    one.build(x.shape)
+    one.output_dense.kernel.assign(np.ones((4, 8), "float32"))
+    out = one(x, training=True).numpy()
+    assert np.all(out == out[:, :1]) and set(np.unique(out)) <= {0.0, 2.0, 4.0, 6.0, 8.0}
+    assert len(np.unique(out)) > 1
+
+
 def test_dropout_acts_on_hidden_layer_only_in_training():
     layer = FullyConnected(4, hidden_units=64, dropout=0.5, seed=3)
     x = np.ones((8, 5), "float32")

@@ -402,3 +402,25 @@ def test_metadata_without_catalogue_items_still_gives_text_columns(reviews_2014,
     assert dataset.items["title"].isna().all()
     assert dataset.manifest["skipped"]["items_without_metadata"] == 4
     assert dataset.manifest["skipped"]["metadata_not_in_catalogue"] == 1
+
+
+def test_out_of_range_timestamps_are_counted_not_fatal(tmp_path):
+    import gzip as _gzip
+    import json as _json
+
+    from pipelines import amazon as _amazon
+    from pipelines.common import run_main as _run_main
+
+    reviews = tmp_path / "reviews.json.gz"
+    rows = [{"reviewerID": "u1", "asin": "a", "unixReviewTime": 10},
+            {"reviewerID": "u1", "asin": "b", "unixReviewTime": 99999999999999999999},
+            {"reviewerID": "u1", "asin": "c", "unixReviewTime": -5},
+            {"reviewerID": "u1", "asin": "d", "unixReviewTime": 1e300},
+            {"reviewerID": "u1", "asin": "e", "unixReviewTime": 20}]
+    with _gzip.open(reviews, "wt") as handle:
+        handle.write("".join(_json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ds"
+    assert _run_main(_amazon.main, ["--reviews", str(reviews), "--out", str(out)]) == 0
+    manifest = _json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["interactions"] == 2
+    assert manifest["skipped"]["reviews_bad_timestamp"] == 3

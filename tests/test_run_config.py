@@ -41,6 +41,15 @@ def test_resolved_yaml_round_trips(tmp_path):
         (["train.strategy=tpu"], "strategy"),
         (["epochs"], "section.key=value"),
         (["data=3"], "data"),
+        (["train.learning_rate=fast"], "train.learning_rate"),
+        (["train.exclude_history=maybe"], "train.exclude_history"),
+        (["train.retrain=yes please"], "train.retrain"),
+        (["train.seed=1.5"], "train.seed"),
+        (["data.demo_seed=x"], "data.demo_seed"),
+        (["data.path=3"], "data.path"),
+        (["data.modalities=text"], "data.modalities"),
+        (["model.memory_mode=loop"], "memory_mode"),
+        (["train.patience=0"], "train.patience"),
     ],
 )
 def test_bad_settings_are_named(overrides, message):
@@ -58,3 +67,8 @@ def test_bad_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(bad)
+
+
+def test_numbers_yaml_reads_as_strings_are_converted():
+    config = load_config(None, ["train.learning_rate=1e-3", "model.dropout=3e-1"])
+    assert config.train.learning_rate == 0.001 and config.model.dropout == 0.3
