@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -94,10 +95,11 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     run_dir = Path(run_dir)
     # Progress bars on a terminal; redirected output (logs, CI) gets the one-line-per-epoch log only.
     progress = progress and sys.stdout.isatty()
-    state = _start(config, run_dir, resume)
-    _seed(config.train.seed)
+    # Everything that can be wrong with the data or the settings fails here, before --out is touched.
     dataset = open_data(config)
     names = modality_names(config, dataset)
+    if config.model.variant != "pop":
+        config.model_config(dataset)
     protocol = config.data.protocol
     valid = make_split(dataset.interactions, protocol, "validation")
     test = make_split(dataset.interactions, protocol, "test")
@@ -105,6 +107,8 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     if not len(valid.user_ids) or not len(test.user_ids):
         raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
                        f"(validation {len(valid.user_ids)}, test {len(test.user_ids)}).")
+    state = _start(config, run_dir, resume)
+    _seed(config.train.seed)
 
     if config.model.variant == "pop":
         valid_metrics = evaluate_split(Popularity(valid.train_sequences, dataset.num_items), config, dataset,
@@ -117,6 +121,11 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     strategy = _strategy(config)
     if state["phase"] == "select":
         _select(config, run_dir, state, dataset, names, valid, strategy, progress)
+    if state["phase"] == "final":  # no retraining: the best validation model is the tested one
+        shutil.copyfile(run_dir / "best.keras", run_dir / ".model.keras.tmp")
+        os.replace(run_dir / ".model.keras.tmp", run_dir / "model.keras")
+        state["phase"] = "test"
+        _write_json(run_dir / "state.json", state)
     if state["phase"] == "retrain":
         _retrain(config, run_dir, state, dataset, names, test, strategy, progress)
     with strategy.scope():
@@ -129,41 +138,96 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
 def _select(config, run_dir, state, dataset, names, split, strategy, progress):
     """Selection phase: epochs on the validation-mode training data, early stopping on Recall@20."""
     model = _model_for(config, run_dir, state, dataset, strategy)
+    for result in train_and_select(model, config, dataset, split, names, first_epoch=state["epoch"],
+                                   best_epoch=state["best_epoch"], best_scores=state["best_valid"],
+                                   log_dir=run_dir / "logs", progress=progress):
+        if result.improved:
+            _save_model(model, run_dir / "best.keras")
+            state.update(best_epoch=result.epoch, best_valid=result.scores)
+        state["history"].append({"phase": "select", "epoch": result.epoch, "loss": result.loss, **result.scores})
+        state["epoch"] = result.epoch
+        if result.stop:
+            state.update(phase="retrain" if config.retrain else "final", epoch=0)
+        _checkpoint(model, run_dir, state, "select")
+        if result.stop:
+            log.info("Selected epoch %d (valid %s %.4f).", state["best_epoch"], SELECTION_METRIC,
+                     state["best_valid"][SELECTION_METRIC])
+
+
+@dataclass
+class EpochResult:
+    """What `train_and_select` yields after each epoch.
+
+    Attributes:
+        epoch: the number of the epoch just finished (1-based: the first epoch is 1).
+        loss: its mean training loss.
+        scores: the full-ranking metrics of the split after it (`evaluate_split`).
+        improved: whether it has the best validation Recall@20 so far (the first epoch always has).
+        best_epoch, best_scores: the best epoch so far and its scores (this one when `improved`).
+        stop: whether training stops after it: `train.patience` epochs without a better Recall@20,
+            or the last epoch.
+    """
+
+    epoch: int
+    loss: float
+    scores: dict
+    improved: bool
+    best_epoch: int
+    best_scores: dict
+    stop: bool
+
+
+def train_and_select(model, config: RunConfig, dataset, split, names, *, first_epoch=0, last_epoch=None,
+                     best_epoch=None, best_scores=None, log_dir=None, progress=False):
+    """Trains `model` epoch by epoch and ranks the split after each, with early stopping on Recall@20.
+
+    The selection loop of `fit`, shared with `tune` so that a trial's objective is the same number
+    fit selects on. Each epoch trains the compiled `model` (from `new_model`, either output mode) on
+    `split.train_sequences` with `config.train`'s batch size, targets and seed (the batch order
+    depends only on the seed and the epoch number), then ranks every item for the split's users
+    (`evaluate_split`, the full-ranking metrics). Training stops after `config.train.patience`
+    epochs without a better validation Recall@20 than `best_scores`, or after epoch `last_epoch`.
+
+    Args:
+        model, config, dataset, split, names: the compiled model, the run's configuration, the
+            dataset, the split to train on and rank (validation mode), the modalities fed.
+        first_epoch: epochs already done (0 = start; `k` continues after epoch `k`).
+        last_epoch: the last epoch to train. Default `config.train.epochs`.
+        best_epoch, best_scores: the best epoch so far and its scores, when continuing.
+        log_dir: TensorBoard logs go to `log_dir/select` (training) and `log_dir/validation`;
+            None writes none.
+        progress: a progress bar per epoch.
+
+    Yields:
+        An `EpochResult` after each epoch. The caller acts on it (saves the best model, checkpoints)
+        before the next epoch starts; the last result has `stop=True`.
+    """
+    last_epoch = config.train.epochs if last_epoch is None else last_epoch
     ranker = with_output_mode(model, "last")
     data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
                          max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
-                         epoch=state["epoch"])
-    writer = tf.summary.create_file_writer(str(run_dir / "logs" / "validation"))
-    for epoch in range(state["epoch"], config.train.epochs):
+                         epoch=first_epoch)
+    log_dir = None if log_dir is None else Path(log_dir)
+    writer = None if log_dir is None else tf.summary.create_file_writer(str(log_dir / "validation"))
+    for epoch in range(first_epoch, last_epoch):
         started = time.perf_counter()
-        loss = _fit_epoch(model, data, epoch, run_dir / "logs" / "select", progress,
-                          f"epoch {epoch + 1}/{config.train.epochs}")
+        loss = _fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
+                          f"epoch {epoch + 1}/{last_epoch}")
         scores = evaluate_split(ranker, config, dataset, split, names, progress=False)
-        with writer.as_default():
-            for key, value in scores.items():
-                tf.summary.scalar(f"validation/{key}", value, step=epoch + 1)
-        improved = state["best_valid"] is None or scores[SELECTION_METRIC] > state["best_valid"][SELECTION_METRIC]
+        if writer is not None:
+            with writer.as_default():
+                for key, value in scores.items():
+                    tf.summary.scalar(f"validation/{key}", value, step=epoch + 1)
+        improved = best_scores is None or scores[SELECTION_METRIC] > best_scores[SELECTION_METRIC]
         if improved:
-            _save_model(model, run_dir / "best.keras")
-            state.update(best_epoch=epoch + 1, best_valid=scores)
-        state["history"].append({"phase": "select", "epoch": epoch + 1, "loss": loss, **scores})
-        state["epoch"] = epoch + 1
+            best_epoch, best_scores = epoch + 1, scores
         log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs", epoch + 1,
-                 config.train.epochs, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
-                 state["best_valid"][SELECTION_METRIC], state["best_epoch"], time.perf_counter() - started)
-        stop = epoch + 1 - state["best_epoch"] >= config.train.patience or epoch + 1 == config.train.epochs
+                 last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
+                 best_scores[SELECTION_METRIC], best_epoch, time.perf_counter() - started)
+        stop = epoch + 1 - best_epoch >= config.train.patience or epoch + 1 == last_epoch
+        yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stop)
         if stop:
-            state.update(phase="retrain" if config.retrain else "final", epoch=0)
-        _checkpoint(model, run_dir, state, "select")
-        if stop:
-            log.info("Selected epoch %d (valid %s %.4f).", state["best_epoch"], SELECTION_METRIC,
-                     state["best_valid"][SELECTION_METRIC])
-            break
-    if state["phase"] == "final":
-        shutil.copyfile(run_dir / "best.keras", run_dir / ".model.keras.tmp")
-        os.replace(run_dir / ".model.keras.tmp", run_dir / "model.keras")
-        state["phase"] = "test"
-        _write_json(run_dir / "state.json", state)
+            return
 
 
 def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
@@ -197,13 +261,23 @@ def _model_for(config, run_dir, state, dataset, strategy):
             model = keras.saving.load_model(checkpoint)
             _set_seed_states(model, state["seed_states"])
             return model
-        output_mode = "sequence" if config.train.targets == "all" else "last"
-        model = build_model(config.model_config(dataset), output_mode=output_mode)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.train.learning_rate),
-            loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
-        )
-        return model
+        return new_model(config, dataset)
+
+
+def new_model(config: RunConfig, dataset) -> keras.Model:
+    """A fresh model of `config` on `dataset`, compiled as runs train it.
+
+    `build_model(config.model_config(dataset))` in the output mode of `train.targets` ("sequence"
+    for `all`, "last" for `last`), Adam with `train.learning_rate`, softmax cross-entropy on the
+    logits. Weights are drawn from Keras' global seed: seed first for reproducible weights.
+    """
+    output_mode = "sequence" if config.train.targets == "all" else "last"
+    model = build_model(config.model_config(dataset), output_mode=output_mode)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.train.learning_rate),
+        loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+    )
+    return model
 
 
 class _EpochProgress(keras.callbacks.Callback):
@@ -223,7 +297,7 @@ class _EpochProgress(keras.callbacks.Callback):
 
 
 def _fit_epoch(model, data, epoch, log_dir, progress, title):
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+    callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
     if progress:
         callbacks.append(_EpochProgress(title, data.steps_per_epoch))
     history = model.fit(
@@ -287,6 +361,9 @@ def _finish(run_dir, state, valid, test):
         plot_training_curves(state["history"], run_dir / "training_curves.png", metric=SELECTION_METRIC,
                              best_epoch=state.get("best_epoch"))
     _write_json(run_dir / "state.json", state)
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()  # a finished run keeps no checkpoint
     return result
 
 

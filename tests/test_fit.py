@@ -45,7 +45,7 @@ def test_main_end_to_end_writes_every_artifact(small_data, tmp_path, capsys):
                  "history.csv", "training_curves.png"):
         assert (out / name).is_file(), name
     assert any((out / "logs").rglob("*tfevents*"))
-    assert not list((out / "checkpoints").iterdir())  # removed once the run is done
+    assert not (out / "checkpoints").exists()  # removed once the run is done
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics) == ["test", "valid"]
     for split in metrics.values():
@@ -102,6 +102,24 @@ def test_config_file_and_errors(small_data, tmp_path, capsys):
     assert "audio" in capsys.readouterr().err
     assert _run(["--resume", "--quiet"]) == 2
     assert "--out" in capsys.readouterr().err
+    assert _run(["--out", str(out), "--resume", "--epochs", "7", "--quiet"]) == 2  # disagrees with config.yaml
+    assert "differs" in capsys.readouterr().err
+    assert _run(["--out", str(out), "--resume", "--quiet"]) == 0  # finished run: evaluated again
+
+
+def test_failed_start_leaves_out_free(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(["--data", str(tmp_path / "missing"), "--out", str(out), "--quiet"]) == 2
+    assert _run(["--data", str(small_data), "--modalities", "audio", "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert _run(["--data", str(small_data), "--out", str(out), "--epochs", "1", "--quiet",
+                 "--protocol", "leave-one-out"]) == 0
+    # A kill between "selection finished" and "best model copied" leaves phase "final": resumable.
+    state = json.loads((out / "state.json").read_text())
+    (out / "state.json").write_text(json.dumps(dict(state, phase="final")))
+    (out / "model.keras").unlink()
+    assert _run(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert (out / "model.keras").is_file()
 
 
 def _fit_command(data, out, extra=()):
@@ -127,8 +145,9 @@ def test_resume_after_kill_matches_uninterrupted_run(small_data, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert json.loads((out / "state.json").read_text())["phase"] != "done"
-    resumed = subprocess.run(_fit_command(small_data, out, ["--resume"]), env=env, capture_output=True, text=True,
-                             cwd=ROOT)
+    # Resume as the README says: the run directory alone (its config.yaml holds the settings).
+    resumed = subprocess.run([sys.executable, "-m", "mfn4rec_tf.fit", "--out", str(out), "--resume"], env=env,
+                             capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming" in resumed.stdout + resumed.stderr
     a = json.loads((reference / "metrics.json").read_text())
