@@ -17,7 +17,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mfn4rec_tf.dataset import DatasetError  # noqa: E402
-from mfn4rec_tf.run_config import MODELS, STRATEGIES, DataSection, ModelSection, TrainSection, load_config  # noqa: E402
+from mfn4rec_tf.run_config import (  # noqa: E402
+    MODELS,
+    STRATEGIES,
+    DataSection,
+    ModelSection,
+    TrainSection,
+    flag_overrides,
+    load_config,
+)
 from mfn4rec_tf.splits import PROTOCOLS  # noqa: E402
 
 log = logging.getLogger("mfn4rec_tf.fit")
@@ -73,14 +81,7 @@ def parse_args(argv=None):
 
 def resolve(args):
     """The run configuration from defaults, --config, --set and the flags, in that order."""
-    overrides = list(args.set)
-    for flag, (key, _, _) in FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is None:
-            continue
-        if key == "data.modalities":
-            value = [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
-        overrides.append(f"{key}={_yaml_scalar(value)}")
+    overrides = list(args.set) + flag_overrides(args, FLAGS)
     if args.retrain is not None:
         overrides.append(f"train.retrain={str(args.retrain).lower()}")
     if args.exclude_history is not None:
@@ -89,12 +90,6 @@ def resolve(args):
     if config.data.path is not None:  # absolute, so evaluate and --resume work from any folder
         config.data.path = str(Path(config.data.path).resolve())
     return config
-
-
-def _yaml_scalar(value):
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def main(argv=None) -> int:

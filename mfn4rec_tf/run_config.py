@@ -198,6 +198,26 @@ def _check_types(name, section):
 SECTIONS = {"data": DataSection, "model": ModelSection, "train": TrainSection}
 
 
+def flag_overrides(args, flags) -> list:
+    """`section.key=value` overrides from the command-line flags that were given.
+
+    Args:
+        args: parsed arguments; the attribute of flag `--max-length` is `max_length`.
+        flags: flag -> (config key, ...) as in `mfn4rec_tf.fit.FLAGS`. `data.modalities` takes a
+            comma-separated list, or `none` for item IDs only.
+    """
+    overrides = []
+    for flag, (key, *_) in flags.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if key == "data.modalities":
+            value = [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        overrides.append(f"{key}={text}")
+    return overrides
+
+
 def load_config(path=None, overrides=()) -> RunConfig:
     """Defaults, then the YAML file at `path` (if any), then `overrides` (`"section.key=value"`)."""
     data = {}

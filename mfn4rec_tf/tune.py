@@ -47,11 +47,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
 
 from mfn4rec_tf import training  # noqa: E402
 from mfn4rec_tf.dataset import DatasetError  # noqa: E402
-from mfn4rec_tf.run_config import MODELS, DataSection, ModelSection, RunConfig, TrainSection, load_config  # noqa: E402
+from mfn4rec_tf.run_config import (  # noqa: E402
+    MODELS,
+    DataSection,
+    ModelSection,
+    RunConfig,
+    TrainSection,
+    flag_overrides,
+    load_config,
+)
 from mfn4rec_tf.search_spaces import NAMES as SPACE_NAMES  # noqa: E402
 from mfn4rec_tf.search_spaces import SearchSpace, load_space  # noqa: E402
 from mfn4rec_tf.splits import PROTOCOLS, make_split  # noqa: E402
@@ -557,15 +564,7 @@ def _at_least(minimum):
 
 def resolve(args) -> RunConfig:
     """The base configuration from defaults, --config, --set and the flags, in that order."""
-    overrides = list(args.set)
-    for flag, (key, _, _) in FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is None:
-            continue
-        if key == "data.modalities":
-            value = [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
-        overrides.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, list(args.set) + flag_overrides(args, FLAGS))
 
 
 def main(argv=None) -> int:

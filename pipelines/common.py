@@ -241,14 +241,8 @@ def text_modality(items: pd.DataFrame, columns, glove, dim=None, progress=True) 
     word_vectors = load_word_vectors(glove, dim=dim)
     values, present, report = text_features(item_texts(items, columns), word_vectors, progress=progress)
     log.info("text features:\n%s", report.summary())
-    table = np.zeros((len(items) + 1, values.shape[1]), np.float32)
-    table[1:] = values
-    return FeatureTable(
-        table,
-        np.r_[False, present],
-        how=f"TF-IDF-weighted mean of {word_vectors.dim}-d word vectors from {Path(glove).name} over {list(columns)}",
-        details=asdict(report),
-    )
+    how = f"TF-IDF-weighted mean of {word_vectors.dim}-d word vectors from {Path(glove).name} over {list(columns)}"
+    return _padded_table(values, present, how, report)
 
 
 def image_modality(items: pd.DataFrame, folder, weights="imagenet", batch_size=16, progress=True) -> FeatureTable:
@@ -258,14 +252,14 @@ def image_modality(items: pd.DataFrame, folder, weights="imagenet", batch_size=1
     paths = find_images(folder, items["item_id"].astype(str).tolist())
     values, present, report = image_features(paths, weights=weights, batch_size=batch_size, progress=progress)
     log.info("image features:\n%s", report.summary())
-    table = np.zeros((len(items) + 1, values.shape[1]), np.float32)
+    return _padded_table(values, present, f"VGG-16 (weights={weights}) 1000-way output of images in {folder}", report)
+
+
+def _padded_table(values, present, how, report) -> FeatureTable:
+    """Per-item rows (item index 1..N) -> a FeatureTable with the zero padding row 0 in front."""
+    table = np.zeros((len(values) + 1, values.shape[1]), np.float32)
     table[1:] = values
-    return FeatureTable(
-        table,
-        np.r_[False, present],
-        how=f"VGG-16 (weights={weights}) 1000-way output of images in {folder}",
-        details=asdict(report),
-    )
+    return FeatureTable(table, np.r_[False, present], how=how, details=asdict(report))
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, text=True, images=True) -> None:
