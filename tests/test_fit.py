@@ -67,7 +67,7 @@ def test_main_end_to_end_writes_every_artifact(small_data, tmp_path, capsys):
 
 
 def test_same_seed_same_metrics(small_data, tmp_path):
-    args = ["--data", str(small_data), "--protocol", "leave-one-out"] + TINY
+    args = ["--data", str(small_data), "--protocol", "leave-one-out"] + TINY + ["--epochs", "2"]
     assert _run(args + ["--out", str(tmp_path / "a")]) == 0
     assert _run(args + ["--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
