@@ -25,6 +25,7 @@ from mfn4rec_tf.run_config import (  # noqa: E402
     TrainSection,
     flag_overrides,
     load_config,
+    with_absolute_data_path,
 )
 from mfn4rec_tf.splits import PROTOCOLS  # noqa: E402
 
@@ -86,10 +87,7 @@ def resolve(args):
         overrides.append(f"train.retrain={str(args.retrain).lower()}")
     if args.exclude_history is not None:
         overrides.append(f"train.exclude_history={str(args.exclude_history).lower()}")
-    config = load_config(args.config, overrides)
-    if config.data.path is not None:  # absolute, so evaluate and --resume work from any folder
-        config.data.path = str(Path(config.data.path).resolve())
-    return config
+    return with_absolute_data_path(load_config(args.config, overrides))  # evaluate/--resume work from anywhere
 
 
 def main(argv=None) -> int:

@@ -218,6 +218,13 @@ def flag_overrides(args, flags) -> list:
     return overrides
 
 
+def with_absolute_data_path(config: RunConfig) -> RunConfig:
+    """Makes `data.path` absolute (in place), so a saved config works from any folder."""
+    if config.data.path is not None:
+        config.data.path = str(Path(config.data.path).resolve())
+    return config
+
+
 def load_config(path=None, overrides=()) -> RunConfig:
     """Defaults, then the YAML file at `path` (if any), then `overrides` (`"section.key=value"`)."""
     data = {}

@@ -58,6 +58,7 @@ from mfn4rec_tf.run_config import (  # noqa: E402
     TrainSection,
     flag_overrides,
     load_config,
+    with_absolute_data_path,
 )
 from mfn4rec_tf.search_spaces import NAMES as SPACE_NAMES  # noqa: E402
 from mfn4rec_tf.search_spaces import SearchSpace, load_space  # noqa: E402
@@ -564,7 +565,7 @@ def _at_least(minimum):
 
 def resolve(args) -> RunConfig:
     """The base configuration from defaults, --config, --set and the flags, in that order."""
-    return load_config(args.config, list(args.set) + flag_overrides(args, FLAGS))
+    return with_absolute_data_path(load_config(args.config, list(args.set) + flag_overrides(args, FLAGS)))
 
 
 def main(argv=None) -> int:
