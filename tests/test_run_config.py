@@ -72,3 +72,19 @@ def test_bad_files(tmp_path):
 def test_numbers_yaml_reads_as_strings_are_converted():
     config = load_config(None, ["train.learning_rate=1e-3", "model.dropout=3e-1"])
     assert config.train.learning_rate == 0.001 and config.model.dropout == 0.3
+
+
+def test_model_section_mirrors_model_config_with_the_same_defaults():
+    """ModelSection is ModelConfig minus what the data or the run decides; no field may drift."""
+    import dataclasses
+
+    from mfn4rec_tf.config import ModelConfig
+    from mfn4rec_tf.run_config import ModelSection
+
+    config_fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    section_fields = {f.name: f.default for f in dataclasses.fields(ModelSection)}
+    decided_elsewhere = {"num_items", "modalities", "seed"}  # the dataset, the dataset, train.seed
+    assert set(section_fields) - {"modality_hidden_units"} == set(config_fields) - decided_elsewhere
+    for name, default in section_fields.items():
+        if name in config_fields:
+            assert default == config_fields[name], name
