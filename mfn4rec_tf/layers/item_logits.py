@@ -50,10 +50,14 @@ class ItemLogits(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.vocabulary_size,), initializer="zeros")
 
     def call(self, inputs):
-        logits = ops.matmul(inputs, self.kernel) + self.bias
-        floor = -6e4 if keras.backend.standardize_dtype(logits.dtype) == "float16" else -1e9  # finite in every float dtype
+        dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        floor = -6e4 if dtype == "float16" else -1e9  # finite in every float dtype
         is_padding = ops.equal(ops.arange(self.vocabulary_size), 0)  # (vocabulary_size,)
-        return ops.where(is_padding, ops.cast(floor, logits.dtype), logits)
+        # The floor replaces the padding column's bias: one (vocabulary_size,) vector, so the
+        # (..., vocabulary_size) logits take a single pass (no select over every logit, forward or
+        # backward). Its score is floor + h · w_0, within float rounding of the floor itself.
+        bias = ops.where(is_padding, ops.cast(floor, self.bias.dtype), self.bias)
+        return ops.matmul(inputs, ops.cast(self.kernel, dtype)) + ops.cast(bias, dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.vocabulary_size,)
