@@ -11,8 +11,53 @@ from mfn4rec_tf._checks import check_positive_int, check_rate
 VARIANTS = ("mfn4rec", "mfn4rec-g", "mfn4rec-m", "mfn4rec-add")
 """Model variants: the full model and the three ablations of Sec. 4.3."""
 
+BASELINES = ("bpr", "vbpr", "lstm", "p-rnn", "mv-rnn-con", "mv-rnn-fus", "mv-rnn-3mdae", "vcsrs", "sasrec")
+"""The paper's baselines (Sec. 4.2) and SASRec, built by `mfn4rec_tf.baselines` (see MODEL-NOTES.md)."""
+
+MODEL_MODALITIES = {
+    **{variant: "any" for variant in VARIANTS},
+    "bpr": "none", "lstm": "none", "sasrec": "none",
+    "vbpr": ("image",),
+    "p-rnn": "some", "mv-rnn-con": "some", "mv-rnn-fus": "some", "mv-rnn-3mdae": "some", "vcsrs": "some",
+}
+"""Which feature modalities each model reads: `"any"` (all chosen, zero or more), `"none"` (item IDs
+only; the dataset's features are not fed), `"some"` (all chosen, at least one), or a tuple of the
+modality names it needs (and reads alone)."""
+
+
+class NotApplicable(ValueError):
+    """The model needs a feature modality that the dataset (or the chosen modalities) lack."""
+
+
+def model_modalities(variant: str, available) -> tuple:
+    """The modality names `variant` reads, given the `available` ones (in their order).
+
+    Raises:
+        NotApplicable: the model needs a modality that is not available.
+    """
+    needs = MODEL_MODALITIES.get(variant)
+    if needs is None:
+        raise ValueError(f"Unknown model {variant!r}. Known: {tuple(MODEL_MODALITIES)}")
+    available = tuple(available)
+    if needs == "any":
+        return available
+    if needs == "none":
+        return ()
+    if needs == "some":
+        if not available:
+            raise NotApplicable(f"Model {variant!r} needs at least one feature modality; none is available.")
+        return available
+    missing = [name for name in needs if name not in available]
+    if missing:
+        raise NotApplicable(f"Model {variant!r} needs the modality {missing} (available: {list(available)}).")
+    return tuple(needs)
+
+
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
 MEMORY_MODES = ("scan", "cell")
+GRU_IMPLEMENTATIONS = ("fused", "keras")
+"""How the per-modality GRUs run: one fused loop over time for all of them (default; fastest on a
+CPU) or each as its own `keras.layers.GRU` (on a GPU: the cuDNN kernel). Same weights, same outputs."""
 """How the memory network runs: a parallel scan (default) or the step-by-step RNN cell (reference)."""
 ID_INPUT = "item_ids"
 PRESENCE_SUFFIX = "_present"
@@ -69,7 +114,9 @@ class ModelConfig:
     Attributes:
         num_items: catalogue size N. Item indices are 1..N; index 0 is padding.
         variant: one of `VARIANTS`: `"mfn4rec"` (full), `"mfn4rec-g"` (multi-GRU only),
-            `"mfn4rec-m"` (memory network only), `"mfn4rec-add"` (memory replaced by a sum).
+            `"mfn4rec-m"` (memory network only), `"mfn4rec-add"` (memory replaced by a sum); or one
+            of `BASELINES` (built by `mfn4rec_tf.baselines`, which read the size fields below as
+            their docstrings say).
         modalities: the feature modalities beside the item ID; may be empty. Default: image (1000-d)
             and text (100-d), each with a 20-unit GRU.
         id_embedding_dim: item-ID embedding width `d_m`. Default 25.
@@ -82,6 +129,7 @@ class ModelConfig:
         gru_reset_after: Keras GRU convention (`True`, Keras' default) or Cho et al.'s (`False`).
         memory_mode: `"scan"` (default: every step's gates at once, then a parallel scan of Eq. 9) or
             `"cell"` (the `GatedMemoryCell` step by step); same weights, same outputs.
+        gru_implementation: `"fused"` (default) or `"keras"`, see `GRU_IMPLEMENTATIONS`.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -97,16 +145,20 @@ class ModelConfig:
     dropout: float = 0.3
     gru_reset_after: bool = True
     memory_mode: str = "scan"
+    gru_implementation: str = "fused"
     seed: int | None = None
 
     def __post_init__(self):
         for name in ("num_items", "id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units",
                      "output_units"):
             check_positive_int(name, getattr(self, name))
-        if self.variant not in VARIANTS:
-            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={self.variant!r}")
+        if self.variant not in VARIANTS + BASELINES:
+            raise ValueError(f"`variant` must be one of {VARIANTS + BASELINES}. Received: variant={self.variant!r}")
         if self.memory_mode not in MEMORY_MODES:
             raise ValueError(f"`memory_mode` must be one of {MEMORY_MODES}. Received: memory_mode={self.memory_mode!r}")
+        if self.gru_implementation not in GRU_IMPLEMENTATIONS:
+            raise ValueError(f"`gru_implementation` must be one of {GRU_IMPLEMENTATIONS}. "
+                             f"Received: gru_implementation={self.gru_implementation!r}")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
                 f"`output_activation` must be one of {OUTPUT_ACTIVATIONS}. "

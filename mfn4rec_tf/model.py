@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import keras
 
-from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig
+from mfn4rec_tf.config import BASELINES, ID_INPUT, PRESENCE_SUFFIX, ModelConfig
 from mfn4rec_tf.layers import (
     AppendPresence,
     FullyConnected,
@@ -51,12 +51,14 @@ def model_inputs(config: ModelConfig) -> dict:
     return inputs
 
 
-def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Model:
-    """Builds the functional model of `config.variant`.
+def build_model(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
+    """Builds the functional model of `config.variant` (an MFN4Rec variant or a baseline).
 
     Args:
         config: the model configuration.
         output_mode: `"sequence"` (default) or `"last"`, see `OUTPUT_MODES`.
+        item_features: `{modality: (N + 1, dim) array}`, the catalogue's feature tables, for the
+            baselines that score candidate items by their features (VBPR); MFN4Rec ignores it.
 
     Returns:
         A `keras.Model` taking the dict of `model_inputs(config)` and returning a dict with
@@ -75,6 +77,10 @@ def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Mod
     ((1, 51), (1, 20))
     """
     _check_output_mode(output_mode)
+    if config.variant in BASELINES:
+        from mfn4rec_tf.baselines import build_baseline
+
+        return build_baseline(config, output_mode, item_features=item_features)
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])  # (B, T)
 
@@ -98,7 +104,8 @@ def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Mod
             for name, units, stream in zip(names, config.hidden_sizes, streams)
         ]
     else:
-        hidden = MultiGRU(config.hidden_sizes, reset_after=config.gru_reset_after, name="multi_gru")(
+        hidden = MultiGRU(config.hidden_sizes, reset_after=config.gru_reset_after,
+                          implementation=config.gru_implementation, name="multi_gru")(
             streams, mask=mask
         )
     states = _concatenate(hidden, "hidden_states")  # h_t: (B, T, sum of hidden sizes)
@@ -133,7 +140,7 @@ def build_model(config: ModelConfig, output_mode: str = "sequence") -> keras.Mod
     )(fused)  # Eq. 10: (B, T, output_units)
 
     logits_layer = ItemLogits(config.vocabulary_size, name="item_logits")
-    outputs = _head(h_out, mask, logits_layer, output_mode)
+    outputs = model_head(h_out, mask, logits_layer, output_mode)
     return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
 
 
@@ -150,12 +157,20 @@ def with_output_mode(model: keras.Model, output_mode: str) -> keras.Model:
         logits_layer = model.get_layer("item_logits")
     except (ValueError, AttributeError) as error:
         raise ValueError(
-            f"`model` ({model.name!r}) is not an MFN4Rec functional model from `build_model`: {error}"
+            f"`model` ({model.name!r}) is not a functional model from `build_model`: {error}"
         ) from error
-    return keras.Model(model.input, _head(h_out, mask, logits_layer, output_mode), name=model.name)
+    return keras.Model(model.input, model_head(h_out, mask, logits_layer, output_mode), name=model.name)
 
 
-def _head(h_out, mask, logits_layer, output_mode):
+def model_head(h_out, mask, logits_layer, output_mode):
+    """The outputs of every model of the package: `{"logits", "user_representation"}` at every step
+    or at the last valid one.
+
+    `h_out` is the user representation per step (the output of the layer named `fc_out`), `mask`
+    the output of the layer named `padding_mask`, `logits_layer` the layer named `item_logits`.
+    Every builder (MFN4Rec and the baselines) names its layers so, which lets `with_output_mode`
+    rebuild the other output mode over the same layers.
+    """
     if output_mode == "last":
         h_out = LastValidStep(name="last_valid_step")(h_out, mask)  # (B, output_units)
     return {"logits": logits_layer(h_out), "user_representation": h_out}
@@ -170,3 +185,11 @@ def _concatenate(tensors, name):
 def _check_output_mode(output_mode):
     if output_mode not in OUTPUT_MODES:
         raise ValueError(f"`output_mode` must be one of {OUTPUT_MODES}. Received: output_mode={output_mode!r}")
+
+
+# Saved baselines hold Keras classes defined in `mfn4rec_tf.baselines`; importing them here registers
+# those classes for every loader of saved models (evaluate, export, fit --resume), which all import
+# this module. (The baseline modules import this one lazily or at its end, so there is no cycle.)
+import mfn4rec_tf.baselines.bpr  # noqa: E402,F401
+import mfn4rec_tf.baselines.multimodal  # noqa: E402,F401
+import mfn4rec_tf.baselines.sequential  # noqa: E402,F401

@@ -19,12 +19,13 @@ from pathlib import Path
 import yaml
 
 from mfn4rec_tf._checks import check_positive_int, check_rate
-from mfn4rec_tf.config import MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig
+from mfn4rec_tf.config import BASELINES, GRU_IMPLEMENTATIONS, MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig, model_modalities
 from mfn4rec_tf.data import TARGET_MODES
 from mfn4rec_tf.splits import PROTOCOLS
 
-MODELS = VARIANTS + ("pop",)
+MODELS = VARIANTS + BASELINES + ("pop",)
 STRATEGIES = ("none", "mirrored")
+SASREC_MAX_POSITIONS = 512  # mfn4rec_tf.baselines.sequential.MAX_POSITIONS (kept in sync by a test)
 
 
 @dataclass
@@ -50,7 +51,8 @@ class DataSection:
 class ModelSection:
     """The model: `ModelConfig` without what the data decides. Defaults are the paper's.
 
-    `variant` is one of the MFN4Rec variants or `pop` (most popular training items, for sanity).
+    `variant` is one of the MFN4Rec variants, one of the paper's baselines (`mfn4rec_tf.baselines`,
+    which read the size fields as their docstrings say) or `pop` (most popular training items).
     """
 
     variant: str = "mfn4rec"
@@ -64,6 +66,7 @@ class ModelSection:
     dropout: float = 0.3
     gru_reset_after: bool = True
     memory_mode: str = "scan"
+    gru_implementation: str = "fused"
 
 
 @dataclass
@@ -115,12 +118,18 @@ class RunConfig:
         if self.data.modalities is not None and not isinstance(self.data.modalities, list):
             raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
         check_positive_int("data.max_length", self.data.max_length)
+        if self.model.variant == "sasrec" and self.data.max_length > SASREC_MAX_POSITIONS:
+            raise ValueError(f"`data.max_length` must be <= {SASREC_MAX_POSITIONS} for sasrec (its table of learned "
+                             f"positions). Received: {self.data.max_length}")
         if self.model.variant not in MODELS:
             raise ValueError(f"`model.variant` must be one of {MODELS}. Received: {self.model.variant!r}")
         if self.model.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"`model.output_activation` must be one of {OUTPUT_ACTIVATIONS}.")
         if self.model.memory_mode not in MEMORY_MODES:
             raise ValueError(f"`model.memory_mode` must be one of {MEMORY_MODES}. Received: {self.model.memory_mode!r}")
+        if self.model.gru_implementation not in GRU_IMPLEMENTATIONS:
+            raise ValueError(f"`model.gru_implementation` must be one of {GRU_IMPLEMENTATIONS}. "
+                             f"Received: {self.model.gru_implementation!r}")
         for name in ("id_embedding_dim", "id_hidden_units", "modality_hidden_units", "memory_dim",
                      "fc_hidden_units", "output_units"):
             check_positive_int(f"model.{name}", getattr(self.model, name))
@@ -142,13 +151,28 @@ class RunConfig:
             return False
         return self.data.protocol == "paper" if self.train.retrain is None else bool(self.train.retrain)
 
+    def modality_names(self, dataset) -> tuple:
+        """The feature modalities this run's model reads: `data.modalities` (default: all the
+        dataset's), narrowed to what the model uses (`config.model_modalities`).
+
+        Raises:
+            KeyError: a chosen modality is not in the dataset.
+            NotApplicable: the model needs a modality that is not available.
+        """
+        chosen = dataset.modality_names if self.data.modalities is None else tuple(self.data.modalities)
+        for name in chosen:
+            dataset.modality(name)  # raises KeyError naming the missing modality
+        if self.model.variant == "pop":
+            return ()
+        return model_modalities(self.model.variant, chosen)
+
     def model_config(self, dataset) -> ModelConfig:
         """The `ModelConfig` of this run on `dataset` (its catalogue and chosen modalities)."""
         section = dataclasses.asdict(self.model)
         hidden = section.pop("modality_hidden_units")
         return ModelConfig(
             num_items=dataset.num_items,
-            modalities=dataset.modality_configs(hidden_units=hidden, names=self.data.modalities),
+            modalities=dataset.modality_configs(hidden_units=hidden, names=self.modality_names(dataset)),
             seed=self.train.seed,
             **section,
         )

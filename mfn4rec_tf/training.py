@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
+from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
 from mfn4rec_tf.demo import demo_dataset
@@ -58,10 +59,8 @@ def open_data(config: RunConfig):
 
 
 def modality_names(config: RunConfig, dataset):
-    names = dataset.modality_names if config.data.modalities is None else tuple(config.data.modalities)
-    for name in names:
-        dataset.modality(name)  # raises KeyError naming the missing modality
-    return names
+    """The modalities the run's model reads (`RunConfig.modality_names`)."""
+    return config.modality_names(dataset)
 
 
 class Popularity:
@@ -272,12 +271,26 @@ def new_model(config: RunConfig, dataset) -> keras.Model:
     logits. Weights are drawn from Keras' global seed: seed first for reproducible weights.
     """
     output_mode = "sequence" if config.train.targets == "all" else "last"
-    model = build_model(config.model_config(dataset), output_mode=output_mode)
+    model_config = config.model_config(dataset)
+    item_features = {}
+    for modality in model_config.modalities:
+        item_features[modality.name] = dataset.features(modality.name)
+        if modality.presence:
+            item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
+    model = build_model(model_config, output_mode=output_mode, item_features=item_features)
     model.compile(
         optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        loss={"logits": training_loss(model_config)},
     )
     return model
+
+
+def training_loss(model_config) -> keras.losses.Loss:
+    """The loss a model trains with: softmax cross-entropy over every item, unless the model is one
+    of the baselines with its own (`mfn4rec_tf.baselines.loss_for`, e.g. BPR's pairwise loss)."""
+    from mfn4rec_tf.baselines import loss_for
+
+    return loss_for(model_config) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 class _EpochProgress(keras.callbacks.Callback):

@@ -210,7 +210,7 @@ def test_bad_output_mode_and_foreign_model():
     with pytest.raises(ValueError, match="output_mode"):
         build_model(make_config(), output_mode="every")
     inp = keras.Input((3,))
-    with pytest.raises(ValueError, match="not an MFN4Rec"):
+    with pytest.raises(ValueError, match="not a functional model from `build_model`"):
         with_output_mode(keras.Model(inp, keras.layers.Dense(2)(inp)), "last")
 
 

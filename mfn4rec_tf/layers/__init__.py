@@ -6,6 +6,7 @@ from mfn4rec_tf.layers.gated_memory import GatedMemory
 from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
 from mfn4rec_tf.layers.item_logits import ItemLogits
 from mfn4rec_tf.layers.multi_gru import MultiGRU
+from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
 from mfn4rec_tf.layers.padding import LastValidStep, PaddingMask
 from mfn4rec_tf.layers.presence import AppendPresence
 
@@ -18,5 +19,6 @@ __all__ = [
     "ItemLogits",
     "LastValidStep",
     "MultiGRU",
+    "MultiViewFusion",
     "PaddingMask",
 ]

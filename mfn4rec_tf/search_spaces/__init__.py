@@ -65,6 +65,7 @@ FIXED = {
     "train.eval_batch_size": "it does not change results",
     "train.strategy": "it does not change results",
     "model.memory_mode": "it does not change results (scan and cell compute the same outputs)",
+    "model.gru_implementation": "it does not change results (fused and keras compute the same outputs)",
 }
 """Settings a space may not tune, and why."""
 
