@@ -1,0 +1,541 @@
+"""Export a trained run as a TensorFlow Serving model: `python -m mfn4rec_tf.export`.
+
+    python -m mfn4rec_tf.export --run runs/mfn4rec-paper --name beauty [--base saved_models]
+        [--version N] [--k 20] [--exclude-seen | --no-exclude-seen]
+
+writes `<base>/<name>/<version>/`, the layout TensorFlow Serving (and our own server) reads::
+
+    saved_model.pb, variables/      the served graph and its weights
+    assets.extra/mfn4rec.json       what was exported: model, run, catalogue, k, metrics, ...
+
+The served graph is self-contained, built from stock TensorFlow ops only (no `mfn4rec_tf`, no
+`tensorflow_text` needed to load it): a client sends the RAW item ids of each user's history (the
+dataset's original id strings, `Dataset.item_ids()`), oldest first, right-padded with `""` to equal
+length, and gets the recommended raw item ids back. Baked in: the id -> item index lookup, every
+feature and presence table the model reads, the popularity of each item in the run's training
+data (test mode of its protocol), and the model in "last" output mode.
+
+Per row: ids that are not in the catalogue (and `""`) are skipped, not fatal, and counted in
+`unknown_ids` (`""` is not counted); the known ids keep their order and the last
+`data.max_length` of them are fed to the model, as in training. A row with no known id at all
+gets the most popular training items, with the popularity counts as scores. With `exclude_seen`,
+every item of the row's known history (all of it, not only the last `max_length`) gets the score
+-1e9 (`EXCLUDED_SCORE`) before the top-k, so it is recommended only if fewer than k other items
+exist. The padding index 0 is never returned. Equal scores rank the lower item index first (what
+`tf.math.top_k` does on CPU).
+
+Signatures (input and output names are the contract; `K` is fixed at export time):
+
+- `serving_default`: `history` string `(batch, length)` -> `item_ids` string `(batch, K)`,
+  `scores` float32 `(batch, K)`, `unknown_ids` int32 `(batch,)`; `exclude_seen` as exported.
+- `recommend`: `history`, `k` int32 scalar (capped to the catalogue size; < 1 is an invalid
+  argument), `exclude_seen` bool scalar -> the same three outputs, `(batch, min(k, N))`.
+- `user_representation`: `history` -> `user_representation` float32 `(batch, d)` (the model's
+  `h_out` at the last known item; for a row with no known id, the model's output for an empty
+  history), `unknown_ids` int32 `(batch,)`.
+
+A version is written into a staging directory beside the versions (`.staging-<version>-<pid>-...`,
+a name no server loads), checked by loading it back, and renamed into place in one step, so a
+server never sees a half-written version and a failed or interrupted export leaves nothing. An
+existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import errno
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("mfn4rec_tf.export")
+
+EXCLUDED_SCORE = -1e9
+"""The score an item of the user's history gets when `exclude_seen` is on."""
+METADATA = Path("assets.extra") / "mfn4rec.json"
+"""Where the export's description lands inside the version directory (TF Serving ignores it)."""
+SIGNATURES = ("serving_default", "recommend", "user_representation")
+STAGING_PREFIX = ".staging-"
+_STAGING = re.compile(r"^\.staging-(\d+)-(\d+)-[0-9a-f]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RENAME_ATTEMPTS = 100
+
+
+class ExportError(ValueError):
+    """An export cannot be made as asked (the message names the input and says why)."""
+
+
+def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_seen=None) -> Path:
+    """Exports the final model of a training run as version `version` of model `name` under `base`.
+
+    Everything is checked (run, name, version, k, data, model) before anything is written. See the
+    module docstring for the served graph and its signatures.
+
+    Args:
+        run_dir: a finished run directory of `python -m mfn4rec_tf.fit` (`config.yaml`,
+            `model.keras`); not a `pop` run, which has no model to serve.
+        name: the model name: letters, digits, `.`, `_` and `-`, not starting with `.` or `-`.
+        base: the directory of served models. Default `"saved_models"`.
+        version: the positive integer version to write. Default `None`: one more than the highest
+            existing version (1 for a new model). An existing version is an error.
+        k: the number of recommendations of the `serving_default` signature. Default 20; at most
+            the catalogue size.
+        exclude_seen: whether `serving_default` leaves out the items of the user's history.
+            Default `None`: the run's `train.exclude_history`.
+
+    Returns:
+        The version directory written, `base/name/<version>`.
+
+    Raises:
+        ExportError: bad arguments, an unusable run, or a version that is taken.
+        DatasetError: the run's dataset is missing or broken.
+    """
+    run_dir, base = Path(run_dir), Path(base)
+    _check_name(name)
+    if version is not None:
+        version = _check_positive("version", version)
+    k = _check_positive("k", k)
+    if exclude_seen is not None and not isinstance(exclude_seen, bool):
+        raise ExportError(f"`exclude_seen` must be True, False or None. Received: exclude_seen={exclude_seen!r}")
+    config = _read_run(run_dir)
+    metrics = _read_metrics(run_dir)
+    target = base / name
+    for path in (base, target):
+        if path.exists() and not path.is_dir():
+            raise ExportError(f"{path} exists and is not a directory.")
+    if version is not None:
+        _check_version_free(target, version)
+    if exclude_seen is None:
+        exclude_seen = bool(config.train.exclude_history)
+
+    started = time.perf_counter()
+    export = _prepare_export(run_dir, config, k, exclude_seen)
+    log.info("Built the serving graph in %.1fs.", time.perf_counter() - started)
+    metadata = {
+        "model_name": name,
+        "variant": config.model.variant,
+        "run_dir": str(run_dir.resolve()),
+        "dataset": export.dataset_info,
+        "protocol": config.data.protocol,
+        "num_items": export.num_items,
+        "k": k,
+        "exclude_seen": exclude_seen,
+        "max_length": config.data.max_length,
+        "modalities": export.modalities,
+        "signatures": export.signatures,
+        "export_time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "package_version": _package_version(),
+        "tensorflow_version": export.tensorflow_version,
+        "metrics": metrics,
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
+    return _publish(export, target, version, metadata)
+
+
+def next_version(model_dir) -> int:
+    """One more than the highest integer-named entry of `model_dir` (1 if it has none)."""
+    model_dir = Path(model_dir)
+    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdecimal()] if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def remove_stale_staging(model_dir) -> list:
+    """Removes the staging directories of exports whose process no longer runs; returns them.
+
+    A staging directory is named `.staging-<version>-<pid>-<random>`. One whose process is alive
+    (possibly a concurrent export) is left alone. Process ids are those of this machine: do not run
+    exporters on several machines into one shared directory.
+    """
+    removed = []
+    for path in Path(model_dir).iterdir():
+        match = _STAGING.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("Removed %s, the staging directory of an export (pid %d) that did not finish.", path, pid)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:  # not a possible pid
+        return False
+    return True
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ExportError(
+            "The model name must be 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-' "
+            f"(it is a directory name and a URL path part). Received: name={name!r}"
+        )
+
+
+def _check_positive(label, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ExportError(f"`{label}` must be a positive integer. Received: {label}={value!r}")
+    return value
+
+
+def _check_version_free(target, version):
+    if (target / str(version)).exists():
+        raise ExportError(f"Version {version} of model {target.name!r} already exists ({target / str(version)}); "
+                          "a version is never overwritten: choose another --version, or leave it out to take "
+                          f"the next free one ({next_version(target)}).")
+
+
+def _read_run(run_dir):
+    """The run's configuration, after checking that the run can be exported."""
+    if not run_dir.is_dir():
+        raise ExportError(f"Run directory {run_dir} does not exist (or is not a directory).")
+    if not (run_dir / "config.yaml").is_file():
+        raise ExportError(f"{run_dir} is not a run directory: it has no config.yaml.")
+    from mfn4rec_tf.run_config import load_config  # imports TensorFlow: after the quick checks
+
+    config = load_config(run_dir / "config.yaml")
+    if config.model.variant == "pop":
+        raise ExportError(f"{run_dir} is a `pop` run: it has no model to export (popularity needs no serving graph).")
+    if not (run_dir / "model.keras").is_file():
+        raise ExportError(f"{run_dir} has no model.keras: the run has not finished (resume it with "
+                          f"python -m mfn4rec_tf.fit --out {run_dir} --resume).")
+    return config
+
+
+def _read_metrics(run_dir):
+    file = run_dir / "metrics.json"
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{file} is not valid JSON: {error}") from None
+
+
+def _package_version():
+    from mfn4rec_tf._version import __version__
+
+    return __version__
+
+
+@dataclass
+class _Export:
+    """What `_prepare_export` built: the archive to write, its endpoints, and what describes them."""
+
+    archive: object  # keras.export.ExportArchive
+    graph: ServingGraph
+    functions: dict  # signature name -> tf.function
+    signatures: dict  # signature name -> `_describe` of it
+    num_items: int
+    modalities: list
+    dataset_info: dict
+    tensorflow_version: str
+    sample: list  # raw-id histories the written model is checked on
+
+
+def _prepare_export(run_dir, config, k, exclude_seen) -> _Export:
+    """Loads the run's data and model and builds the `keras.export.ExportArchive` to write."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mfn4rec_tf.model import with_output_mode
+    from mfn4rec_tf.splits import make_split
+    from mfn4rec_tf.training import open_data
+
+    dataset = open_data(config)
+    names = config.modality_names(dataset)
+    num_items = dataset.num_items
+    if k > num_items:
+        raise ExportError(f"`k` ({k}) is larger than the catalogue ({num_items} items).")
+    item_ids = dataset.item_ids()
+    if any(item_id == "" for item_id in item_ids[1:]):
+        raise ExportError(f"Dataset {dataset.name!r} has an item whose id is the empty string, which the "
+                          "served model reserves for padding.")
+    log.info("Loading %s (%s, %d items, modalities %s)", run_dir / "model.keras", config.model.variant,
+             num_items, list(names) or "none")
+    try:
+        model = keras.saving.load_model(run_dir / "model.keras")
+        ranker = with_output_mode(model, "last")
+    except Exception as error:  # Keras raises several types for an unreadable or foreign file
+        raise ExportError(f"{run_dir / 'model.keras'} cannot be loaded as a model of this package: {error}") from None
+
+    features = {name: dataset.features(name) for name in names}
+    presence = {name: dataset.presence(name) for name in names if dataset.presence(name) is not None}
+    expected = {"item_ids", *features, *(name + "_present" for name in presence)}
+    model_inputs = set(ranker.input) if isinstance(ranker.input, dict) else None
+    if model_inputs != expected:
+        raise ExportError(f"The model of {run_dir} takes the inputs {sorted(model_inputs or [])}, but its "
+                          f"config.yaml on {dataset.name!r} gives {sorted(expected)}.")
+
+    sequences = make_split(dataset.interactions, config.data.protocol, "test").train_sequences
+    events = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+    popularity = np.bincount(events, minlength=num_items + 1).astype(np.float32)
+    log.info("Popularity from %d training events of the %s protocol (test mode).", len(events),
+             config.data.protocol)
+
+    graph = ServingGraph(ranker, item_ids, features, presence, popularity, config.data.max_length, k, exclude_seen)
+    archive = keras.export.ExportArchive()
+    # The endpoints' own variables are saved; tracking the Keras model too would store every weight twice
+    # (its Keras variables and the TensorFlow variables under them). The hash table must be tracked.
+    archive.track(graph.lookup)
+    history = tf.TensorSpec((None, None), tf.string, name="history")
+    functions = {
+        "serving_default": archive.add_endpoint("serving_default", graph.serving_default, [history]),
+        "recommend": archive.add_endpoint(
+            "recommend", graph.recommend,
+            [history, tf.TensorSpec((), tf.int32, name="k"), tf.TensorSpec((), tf.bool, name="exclude_seen")],
+        ),
+        "user_representation": archive.add_endpoint("user_representation", graph.user_representation, [history]),
+    }
+    return _Export(
+        archive=archive,
+        graph=graph,
+        functions=functions,
+        signatures={key: _describe(fn) for key, fn in functions.items()},
+        num_items=num_items,
+        modalities=[{"name": name, "dim": int(features[name].shape[1]), "presence": name in presence}
+                    for name in names],
+        dataset_info={"name": dataset.name, "path": None if config.data.path is None else str(config.data.path)},
+        tensorflow_version=tf.__version__,
+        sample=_sample_histories(sequences, item_ids),
+    )
+
+
+class ServingGraph:
+    """The served computation over raw item-id strings (see the module docstring).
+
+    Holds, as TensorFlow state that a SavedModel keeps: the id -> index hash table, the id of each
+    index, each feature table and presence table the model reads, and the popularity counts.
+
+    Args:
+        model: a Keras model in "last" output mode (`with_output_mode(model, "last")`).
+        item_ids: the raw id of each item index, `item_ids[0] == ""` (padding).
+        features: `{modality: (N + 1, dim) array}` for every modality the model reads.
+        presence: `{modality: (N + 1,) bool array}` for those with a presence input.
+        popularity: float32 `(N + 1,)` training counts per item.
+        max_length: the longest history fed to the model (the most recent known items are kept).
+        k: the number of recommendations of `serving_default`.
+        exclude_seen: whether `serving_default` leaves out the history's items.
+    """
+
+    def __init__(self, model, item_ids, features, presence, popularity, max_length, k, exclude_seen):
+        import numpy as np
+        import tensorflow as tf
+
+        self.model = model
+        self.num_items = len(item_ids) - 1
+        self.max_length = int(max_length)
+        self.k = int(k)
+        self.exclude_seen = bool(exclude_seen)
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant([str(i) for i in item_ids[1:]], tf.string),
+                tf.range(1, self.num_items + 1, dtype=tf.int64),
+            ),
+            default_value=0,  # unknown ids and "" map to the padding index
+            name="item_index_lookup",
+        )
+        self.vocabulary = tf.Variable([str(i) for i in item_ids], trainable=False, dtype=tf.string,
+                                      name="item_vocabulary")
+        self.features = {name: tf.Variable(np.asarray(table, np.float32), trainable=False, name=f"{name}_features")
+                         for name, table in features.items()}
+        self.presence = {name: tf.Variable(np.asarray(flags, np.float32), trainable=False, name=f"{name}_presence")
+                         for name, flags in presence.items()}
+        self.popularity = tf.Variable(np.asarray(popularity, np.float32), trainable=False, name="popularity")
+
+    def serving_default(self, history):
+        """`recommend` with the export's `k` and `exclude_seen`, so `K` is static."""
+        return self._rank(history, self.k, self.exclude_seen)
+
+    def recommend(self, history, k, exclude_seen):
+        """The top `min(k, N)` items per row; `exclude_seen` as the caller says."""
+        import tensorflow as tf
+
+        check = tf.debugging.assert_positive(k, message="`k` must be a positive integer")
+        with tf.control_dependencies([check]):
+            k = tf.minimum(k, self.num_items)
+        return self._rank(history, k, exclude_seen)
+
+    def user_representation(self, history):
+        """The model's `h_out` at each row's last known item."""
+        import tensorflow as tf
+
+        _, unknown, outputs = self._run_model(history)
+        return {"user_representation": tf.cast(outputs["user_representation"], tf.float32), "unknown_ids": unknown}
+
+    def _rank(self, history, k, exclude_seen):
+        import tensorflow as tf
+
+        seen, unknown, outputs = self._run_model(history)
+        logits = tf.cast(outputs["logits"], tf.float32)  # (B, N + 1)
+        has_history = seen.row_lengths() > 0  # (B,)
+        scores = tf.where(has_history[:, None], logits, self.popularity[None, :])  # (B, N + 1)
+        if exclude_seen is not False:  # True, or a tensor decided at call time
+            positions = tf.stack([seen.value_rowids(), tf.cast(seen.flat_values, tf.int64)], axis=1)  # (H, 2)
+            floor = tf.fill(tf.shape(positions)[:1], tf.constant(EXCLUDED_SCORE, tf.float32))
+            if exclude_seen is not True:
+                floor = tf.where(exclude_seen, floor, tf.gather_nd(scores, positions))
+            scores = tf.tensor_scatter_nd_update(scores, positions, floor)
+        values, indices = tf.math.top_k(scores[:, 1:], k=k)  # (B, k): index 0 is never a candidate
+        return {"item_ids": tf.gather(self.vocabulary, indices + 1), "scores": values, "unknown_ids": unknown}
+
+    def _run_model(self, history):
+        """Returns the known item indices (ragged, `(B, (n))`), the unknown counts and the model outputs."""
+        import tensorflow as tf
+
+        index = tf.cast(self.lookup.lookup(history), tf.int32)  # (B, L), 0 = unknown or ""
+        known = index > 0
+        unknown = tf.reduce_sum(tf.cast(tf.logical_and(tf.not_equal(history, ""), tf.logical_not(known)), tf.int32),
+                                axis=1)  # (B,)
+        seen = tf.ragged.boolean_mask(index, known)  # (B, (n)) known ids, in order
+        ids = seen[:, -self.max_length:].to_tensor(default_value=0)  # (B, T), right-padded
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])  # at least one step
+        inputs = {"item_ids": ids}
+        for name, table in self.features.items():
+            inputs[name] = tf.gather(table, ids)  # (B, T, dim)
+        for name, flags in self.presence.items():
+            inputs[name + "_present"] = tf.gather(flags, ids)  # (B, T)
+        return seen, unknown, self.model(inputs, training=False)
+
+
+def _describe(fn) -> dict:
+    """`{"inputs": {name: "dtype [shape]"}, "outputs": {...}}` of an endpoint's concrete function."""
+    concrete = fn.get_concrete_function()
+    specs = concrete.structured_input_signature[0]
+
+    def text(x):
+        dims = ", ".join("None" if d is None else str(d) for d in x.shape.as_list())
+        return f"{x.dtype.name} [{dims}]"
+
+    return {"inputs": {spec.name: text(spec) for spec in specs},
+            "outputs": {key: text(value) for key, value in concrete.structured_outputs.items()}}
+
+
+def _sample_histories(sequences, item_ids):
+    """A few raw-id histories to check the written model with: real ones, an unknown id, an empty row."""
+    rows = [[str(item_ids[i]) for i in seq[-8:]] for seq in sequences[:4]]
+    rows += [["\x00not-an-item"], []]
+    width = max(len(row) for row in rows)
+    return [row + [""] * (width - len(row)) for row in rows]
+
+
+def _write(export, staging, metadata):
+    """Writes the SavedModel and its metadata into `staging`, then checks it by loading it back."""
+    import numpy as np
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    export.archive.write_out(str(staging), verbose=False)
+    (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
+    (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    log.info("Wrote the SavedModel in %.1fs; checking it.", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    history = tf.constant(export.sample, tf.string)
+    loaded = tf.saved_model.load(str(staging))
+    expected = export.functions["serving_default"](history)
+    got = loaded.signatures["serving_default"](history=history)
+    if sorted(loaded.signatures) != sorted(SIGNATURES) or not (
+        np.array_equal(got["item_ids"].numpy(), expected["item_ids"].numpy())
+        and np.allclose(got["scores"].numpy(), expected["scores"].numpy(), rtol=1e-5, atol=1e-5)
+    ):
+        raise ExportError("The written SavedModel does not reproduce the model it was made from; nothing was "
+                          "published.")
+    log.info("Loaded it back and checked it in %.1fs.", time.perf_counter() - started)
+
+
+def _publish(export, target, version, metadata) -> Path:
+    """Writes a version into a staging directory and renames it into place (see the module docstring)."""
+    chosen = version if version is not None else next_version(target)
+    staging = target / f"{STAGING_PREFIX}{chosen}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir()
+        _write(export, staging, metadata)
+        for _ in range(_RENAME_ATTEMPTS):
+            final = target / str(chosen)
+            if not final.exists():
+                try:  # atomic; fails if another export published this version since the check above
+                    os.rename(staging, final)
+                    log.info("Published %s", final)
+                    return final
+                except OSError as error:
+                    if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                        raise
+            if version is not None:
+                raise ExportError(f"Version {chosen} of model {target.name!r} was written by another export while "
+                                  f"this one ran ({final}); it is never overwritten. Nothing was published.")
+            taken, chosen = chosen, max(next_version(target), chosen + 1)
+            log.warning("Version %d was taken by another export meanwhile; publishing as version %d.", taken, chosen)
+        raise ExportError(f"No free version found under {target} after {_RENAME_ATTEMPTS} attempts.")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m mfn4rec_tf.export",
+        description="Export the final model of a training run as a TensorFlow Serving SavedModel that takes raw "
+                    "item ids: BASE/NAME/VERSION/ (saved_model.pb, variables/, assets.extra/mfn4rec.json).",
+    )
+    parser.add_argument("--run", required=True, help="run directory written by python -m mfn4rec_tf.fit")
+    parser.add_argument("--name", required=True, help="model name (a directory under --base; letters, digits, . _ -)")
+    parser.add_argument("--base", default="saved_models", help="directory of served models (default: saved_models)")
+    parser.add_argument("--version", type=int, help="integer version to write (default: the highest existing + 1, "
+                                                    "1 for a new model); an existing version is an error")
+    parser.add_argument("--k", type=int, default=20, help="recommendations per user of serving_default (default: 20)")
+    parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+                        help="serving_default never recommends items of the user's history "
+                             "(default: the run's train.exclude_history)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mfn4rec_tf.dataset import DatasetError
+
+    started = time.perf_counter()
+    try:
+        path = export_run(args.run, args.name, base=args.base, version=args.version, k=args.k,
+                          exclude_seen=args.exclude_seen)
+    except (ExportError, DatasetError, ValueError, KeyError, OSError) as error:  # OSError: e.g. --base unwritable
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no version was published", file=sys.stderr)
+        return 130
+    metadata = json.loads((path / METADATA).read_text())
+    print(f"\nExported {metadata['variant']} ({args.run}) in {time.perf_counter() - started:.0f}s to {path}/")
+    print(f"serving_default: k={metadata['k']}, exclude_seen={str(metadata['exclude_seen']).lower()}, "
+          f"{metadata['num_items']} items, histories cut to the last {metadata['max_length']} known items")
+    for key, signature in metadata["signatures"].items():
+        inputs = ", ".join(f"{name}: {spec}" for name, spec in signature["inputs"].items())
+        outputs = ", ".join(f"{name}: {spec}" for name, spec in signature["outputs"].items())
+        print(f"  {key}({inputs})\n      -> {outputs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
