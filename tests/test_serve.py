@@ -1,0 +1,906 @@
+"""The model server (`mfn4rec_tf.serve`) over real sockets on loopback: TF Serving's REST and gRPC APIs.
+
+The served SavedModels are built here with tf.Module: a recommender with the signatures of
+`mfn4rec_tf.export` (string histories in, top-K item ids, scores and unknown-id counts out), and a
+float model with single-output, multi-input, bytes and scalar-output signatures.
+"""
+
+import base64
+import functools
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from mfn4rec_tf import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = [f"B000{i}" for i in range(1, 9)]
+K = 3
+
+
+class Recommender(tf.Module):
+    """The signatures of mfn4rec_tf.export over a toy catalogue; `offset` makes versions answer differently."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(VOCAB), tf.range(len(VOCAB), dtype=tf.int32)), -1)
+        self.vocab = tf.constant(VOCAB)
+        self.items = tf.Variable(tf.random.stateless_normal((len(VOCAB), 4), seed=(1, 2)))
+        self.bias = tf.Variable(offset * tf.range(len(VOCAB), dtype=tf.float32))
+
+    def _user(self, history):
+        index = self.table.lookup(history)  # [B, T], -1 for unknown ids and padding
+        known = index >= 0
+        unknown = tf.reduce_sum(tf.cast((history != "") & ~known, tf.int32), axis=1)
+        rows = tf.gather(self.items, tf.maximum(index, 0)) * tf.cast(known, tf.float32)[..., None]
+        count = tf.maximum(tf.reduce_sum(tf.cast(known, tf.float32), axis=1, keepdims=True), 1.0)
+        return tf.reduce_sum(rows, axis=1) / count, index, unknown
+
+    def _top(self, history, k, exclude_seen):
+        user, index, unknown = self._user(history)
+        scores = tf.matmul(user, self.items, transpose_b=True) + self.bias  # [B, N]
+        seen = tf.reduce_max(tf.one_hot(index, len(VOCAB)), axis=1) > 0
+        scores = tf.where(exclude_seen & seen, tf.fill(tf.shape(scores), -1e9), scores)
+        top = tf.math.top_k(scores, k)
+        return {"item_ids": tf.gather(self.vocab, top.indices), "scores": top.values, "unknown_ids": unknown}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    def serving_default(self, history):
+        return self._top(history, K, tf.constant(False))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history"),
+                                  tf.TensorSpec([], tf.int32, name="k"),
+                                  tf.TensorSpec([], tf.bool, name="exclude_seen")])
+    def recommend(self, history, k, exclude_seen):
+        return self._top(history, k, exclude_seen)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    def user_representation(self, history):
+        user, _, unknown = self._user(history)
+        return {"user_representation": user, "unknown_ids": unknown}
+
+
+class FloatModel(tf.Module):
+    """y = x @ [1, 2, -1] + 0.5; `pair`: three inputs, three outputs (one of bytes); `total`: a scalar."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable([[1.0], [2.0], [-1.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def serving_default(self, x):
+        return {"y": tf.squeeze(tf.matmul(x, self.w), 1) + 0.5}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="a"),
+                                  tf.TensorSpec([None], tf.int64, name="b"),
+                                  tf.TensorSpec([None], tf.string, name="raw_bytes")])
+    def pair(self, a, b, raw_bytes):
+        return {"sum": tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32), "twice": 2 * b,
+                "echo_bytes": tf.strings.join([raw_bytes, "!"])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def total(self, x):
+        return {"total": tf.reduce_sum(x)}
+
+
+def _save(module, path, names):
+    tf.saved_model.save(module, str(path), signatures={name: getattr(module, name) for name in names})
+    return path
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    """SavedModels to copy into version directories: recommenders with offsets 0, 1, 2 and the float model."""
+    root = tmp_path_factory.mktemp("templates")
+    names = ("serving_default", "recommend", "user_representation")
+    paths = {f"rec{offset}": _save(Recommender(offset), root / f"rec{offset}", names) for offset in (0, 1, 2)}
+    paths["float"] = _save(FloatModel(), root / "float", ("serving_default", "pair", "total"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def reference(templates):
+    """The signatures of each template, loaded in this process: what the endpoints must answer."""
+    return {name: tf.saved_model.load(str(path)).signatures for name, path in templates.items()}
+
+
+def _version(base, number, template):
+    shutil.copytree(template, base / str(number))
+
+
+def _start(base, name, **kwargs):
+    options = dict(rest_port=0, grpc_port=0, poll_wait_seconds=0)
+    manager_options = {key: kwargs.pop(key) for key in ("num_versions", "labels") if key in kwargs}
+    options.update(kwargs)
+    return serve.ModelServer(serve.ModelManager(name, base, **manager_options), **options).start()
+
+
+@pytest.fixture(scope="module")
+def rec(templates, tmp_path_factory):
+    """The recommender with versions 1 (offset 0) and 2 (offset 1) loaded, labels stable=1, canary=2."""
+    base = tmp_path_factory.mktemp("rec_base") / "rec"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    _version(base, 2, templates["rec1"])
+    server = _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2}, max_body_bytes=64 * 1024)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def floats(templates, tmp_path_factory):
+    base = tmp_path_factory.mktemp("float_base") / "floats"
+    base.mkdir()
+    _version(base, 7, templates["float"])
+    server = _start(base, "floats")
+    yield server
+    server.stop()
+
+
+def http(server, method, path, body=None):
+    """(status, JSON body or raw text, headers) of one request to the server's REST port."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw, headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        status, raw, headers = error.code, error.read(), error.headers
+    try:
+        return status, json.loads(raw), headers
+    except ValueError:
+        return status, raw.decode(errors="replace"), headers
+
+
+def predict(server, body, path=""):
+    status, payload, _ = http(server, "POST", f"/v1/models/{server.manager.name}{path}:predict", body)
+    assert status == 200, payload
+    return payload
+
+
+def expected(reference, template, signature="serving_default", **inputs):
+    """The in-process answer of a template's signature, as plain lists (strings decoded)."""
+    outputs = reference[template][signature](**{key: tf.constant(value) for key, value in inputs.items()})
+    return {key: [[v.decode() for v in row] for row in value.numpy()] if value.dtype == tf.string
+            else value.numpy().tolist() for key, value in outputs.items()}
+
+
+def assert_rec_answer(got, want):
+    """Same item ids and counts, and scores that are the same float32 numbers."""
+    assert got["item_ids"] == want["item_ids"]
+    assert got["unknown_ids"] == want["unknown_ids"]
+    np.testing.assert_array_equal(np.float32(got["scores"]), np.float32(want["scores"]))
+
+
+def rows_to_columns(predictions):
+    return {key: [row[key] for row in predictions] for key in predictions[0]}
+
+
+HISTORY = [["B0001", "B0002", ""], ["B0003", "nope", "B0008"]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Replaces conftest's per-test Keras reset, whose garbage collection costs about a second a test
+    with the SavedModels of this module alive; nothing here uses Keras state."""
+    yield
+
+
+# ---------------------------------------------------------------------------------------------------
+# REST: status, metadata, predict
+
+
+def _version_status(version, state="AVAILABLE", error_code="OK", error_message=""):
+    return {"version": str(version), "state": state,
+            "status": {"error_code": error_code, "error_message": error_message}}
+
+
+def test_status_is_tf_servings_json_for_all_versions_one_version_and_a_label(rec):
+    assert http(rec, "GET", "/v1/models/rec")[:2] == (
+        200, {"model_version_status": [_version_status(2), _version_status(1)]})
+    assert http(rec, "GET", "/v1/models/rec/versions/1")[1] == {"model_version_status": [_version_status(1)]}
+    assert http(rec, "GET", "/v1/models/rec/labels/canary")[1] == {"model_version_status": [_version_status(2)]}
+    assert http(rec, "GET", "/v1/models/rec")[2]["Content-Type"] == "application/json"
+
+
+def test_metadata_renders_every_signature_def_as_tf_serving_does(rec, templates):
+    status, metadata, _ = http(rec, "GET", "/v1/models/rec/metadata")
+    assert status == 200
+    assert metadata["model_spec"] == {"name": "rec", "version": "2", "signature_name": ""}
+    saved_model = saved_model_pb2.SavedModel.FromString((templates["rec1"] / "saved_model.pb").read_bytes())
+    want = json_format.MessageToDict(saved_model.meta_graphs[0], preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)["signature_def"]
+    signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
+    assert signature_defs == want
+    assert set(signature_defs) == {"serving_default", "recommend", "user_representation", "__saved_model_init_op"}
+    history = signature_defs["serving_default"]["inputs"]["history"]
+    assert history["dtype"] == "DT_STRING"
+    assert history["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}] * 2, "unknown_rank": False}
+    assert signature_defs["recommend"]["inputs"]["k"]["dtype"] == "DT_INT32"
+    assert signature_defs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+    assert http(rec, "GET", "/v1/models/rec/versions/1/metadata")[1]["model_spec"]["version"] == "1"
+    assert http(rec, "GET", "/v1/models/rec/labels/stable/metadata")[1]["model_spec"]["version"] == "1"
+
+
+def test_predict_row_format_one_object_per_row(rec, reference):
+    want = expected(reference, "rec1", history=HISTORY)
+    predictions = predict(rec, {"instances": HISTORY})["predictions"]
+    assert len(predictions) == 2 and set(predictions[0]) == {"item_ids", "scores", "unknown_ids"}
+    assert_rec_answer(rows_to_columns(predictions), want)
+    assert [row["unknown_ids"] for row in predictions] == [0, 1]  # "nope" is unknown, "" is padding
+    # the same rows written as objects keyed by the input name
+    named = predict(rec, {"signature_name": "serving_default", "instances": [{"history": h} for h in HISTORY]})
+    assert named["predictions"] == predictions
+
+
+def test_predict_columnar_format_and_the_recommend_signature(rec, reference):
+    columns = predict(rec, {"inputs": {"history": HISTORY}})["outputs"]
+    assert_rec_answer(columns, expected(reference, "rec1", history=HISTORY))
+    assert predict(rec, {"inputs": HISTORY})["outputs"] == columns  # a single input may be given bare
+
+    body = {"signature_name": "recommend", "inputs": {"history": HISTORY, "k": 5, "exclude_seen": True}}
+    outputs = predict(rec, body)["outputs"]
+    want = expected(reference, "rec1", "recommend", history=HISTORY, k=np.int32(5), exclude_seen=True)
+    assert_rec_answer(outputs, want)
+    assert all(len(row) == 5 and not set(row) & set(history) for row, history in zip(outputs["item_ids"], HISTORY))
+
+    users = predict(rec, {"signature_name": "user_representation", "inputs": {"history": HISTORY}})["outputs"]
+    want = expected(reference, "rec1", "user_representation", history=HISTORY)
+    np.testing.assert_array_equal(np.float32(users["user_representation"]), np.float32(want["user_representation"]))
+
+
+def test_predict_single_output_is_a_plain_list_and_floats_are_shortest(floats):
+    x = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [2, 0.25, 1]]
+    assert predict(floats, {"instances": x}) == {"predictions": [2.5, 0.5, 2.0]}
+    assert predict(floats, {"inputs": {"x": x}}) == {"outputs": [2.5, 0.5, 2.0]}
+    _, raw, _ = http(floats, "POST", "/v1/models/floats:predict",
+                     b'{"signature_name": "total", "inputs": {"x": [[0.1, 0, 0]]}}')
+    assert raw == {"outputs": 0.1}  # a scalar output, columnar
+    request = urllib.request.Request(f"http://127.0.0.1:{floats.rest_port}/v1/models/floats:predict",
+                                     data=b'{"signature_name": "total", "inputs": [[0.1, 0, 0]]}')
+    text = urllib.request.urlopen(request, timeout=30).read().decode()
+    assert "0.1" in text and "0.100000" not in text  # float32 0.1 written as TF Serving does, not 0.10000000149...
+
+
+def test_predict_several_inputs_bytes_and_int64(floats):
+    rows = [{"a": [0.1, 0.0], "b": 3, "raw_bytes": {"b64": base64.b64encode(b"\x00\xff").decode()}},
+            {"a": [1.0, 2.0], "b": -4, "raw_bytes": "text"}]
+    predictions = predict(floats, {"signature_name": "pair", "instances": rows})["predictions"]
+    assert predictions == [
+        {"sum": 3.1, "twice": 6, "echo_bytes": {"b64": base64.b64encode(b"\x00\xff!").decode()}},
+        {"sum": -1.0, "twice": -8, "echo_bytes": {"b64": base64.b64encode(b"text!").decode()}},
+    ]
+    columns = {"a": [[0.1, 0.0], [1.0, 2.0]], "b": [3, -4], "raw_bytes": [{"b64": "AP8="}, "text"]}
+    outputs = predict(floats, {"signature_name": "pair", "inputs": columns})["outputs"]
+    assert outputs == rows_to_columns(predictions)
+
+
+def test_versions_and_labels_select_the_model_that_answers(rec, reference):
+    for path, template in (("/versions/1", "rec0"), ("/versions/2", "rec1"), ("/labels/stable", "rec0"),
+                           ("/labels/canary", "rec1"), ("", "rec1")):
+        outputs = predict(rec, {"inputs": {"history": HISTORY}}, path)["outputs"]
+        assert_rec_answer(outputs, expected(reference, template, history=HISTORY))
+    v1 = predict(rec, {"inputs": {"history": HISTORY}}, "/versions/1")["outputs"]
+    v2 = predict(rec, {"inputs": {"history": HISTORY}}, "/versions/2")["outputs"]
+    assert v1["scores"] != v2["scores"]  # the versions really differ
+
+
+# ---------------------------------------------------------------------------------------------------
+# REST errors
+
+BAD_REQUESTS = [
+    # (server, body, status, part of the error message)
+    ("rec", b"{not json", 400, "JSON Parse error"),
+    ("rec", b"", 400, "The document is empty"),
+    ("rec", b"[1, 2]", 400, "Is not object"),
+    ("rec", {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances' key"),
+    ("rec", {"instances": HISTORY, "inputs": HISTORY}, 400, "only one of 'inputs' or 'instances'"),
+    ("rec", {"signature_name": "nope", "instances": HISTORY}, 400, 'Serving signature name: "nope" not found'),
+    ("rec", {"signature_name": 3, "instances": HISTORY}, 400, "'signature_name' key must be a string"),
+    ("rec", {"inputs": {"hist": HISTORY}}, 400, "Missing named input: history"),
+    ("rec", {"inputs": {"history": HISTORY, "extra": 1}}, 400, "Unknown input(s) extra"),
+    ("rec", {"instances": [{"histories": ["B0001"]}]}, 400, "must be equal to the inputs"),
+    ("rec", {"instances": []}, 400, "No values in 'instances'"),
+    ("rec", {"instances": {"history": HISTORY}}, 400, "'instances' to be a list"),
+    ("rec", {"instances": [[1, 2]]}, 400, "is not of expected type: string"),
+    ("rec", {"inputs": {"history": ["B0001", "B0002"]}}, 400, "must have shape [-1,-1]; got shape [2]"),
+    ("rec", {"instances": [["B0001"], ["B0001", "B0002"]]}, 400, "list at unexpected size: 2"),
+    ("rec", {"inputs": [["B0001"], "B0002"]}, 400, "found at incorrect level"),
+    ("rec", {"inputs": {"history": [[{"b64": "not base64!"}]]}}, 400, "Unable to base64 decode"),
+    ("rec", {"signature_name": "recommend", "instances": [{"history": ["B0001"], "k": 2, "exclude_seen": True}]},
+     400, "of signature 'recommend' must have shape []; got shape [1]"),
+    ("rec", {"signature_name": "recommend", "inputs": {"history": HISTORY, "k": 50, "exclude_seen": True}},
+     400, "at least k columns"),  # an error raised while running (top-k over 8 items)
+    ("rec", {"signature_name": "recommend", "inputs": {"history": HISTORY, "k": 2.0, "exclude_seen": True}},
+     400, "not of expected type: int32"),
+    ("rec", {"signature_name": "recommend", "inputs": {"history": HISTORY, "k": 2, "exclude_seen": 1}},
+     400, "not of expected type: bool"),
+    ("floats", {"instances": [["1", 2, 3]]}, 400, "is not of expected type: float32"),
+    ("floats", {"instances": [[True, 2, 3]]}, 400, "is not of expected type: float32"),
+    ("floats", {"instances": [[2 ** 25, 2, 3]]}, 400, "without loss of precision"),
+    ("floats", {"instances": [[1, 2]]}, 400, "must have shape [-1,3]; got shape [1,2]"),
+    ("floats", {"signature_name": "pair", "instances": [[1, 2]]}, 400, "expecting list of objects"),
+    ("floats", {"signature_name": "pair", "inputs": [1, 2]}, 400, "expecting an object"),
+    ("floats", {"signature_name": "pair", "inputs": {"a": [[1, 2]], "b": [2 ** 63], "raw_bytes": ["x"]}},
+     400, "out of the range of int64"),
+    ("floats", {"signature_name": "total", "instances": [[1, 2, 3]]}, 400, "Tensor name: total has no shape"),
+]
+
+
+@pytest.mark.parametrize("server_name, body, status, message", BAD_REQUESTS,
+                         ids=[f"{i}-{case[3][:30]}" for i, case in enumerate(BAD_REQUESTS)])
+def test_bad_predict_requests_are_400_with_a_json_error(request, server_name, body, status, message):
+    server = request.getfixturevalue(server_name)
+    got_status, payload, headers = http(server, "POST", f"/v1/models/{server.manager.name}:predict", body)
+    assert got_status == status
+    assert headers["Content-Type"] == "application/json"
+    assert set(payload) == {"error"} and message in payload["error"], payload
+
+
+NOT_FOUND = [
+    ("POST", "/v1/models/nope:predict", "Servable not found for request: Latest(nope)"),
+    ("GET", "/v1/models/nope", "Could not find any versions of model nope"),
+    ("GET", "/v1/models/nope/metadata", "Latest(nope)"),
+    ("POST", "/v1/models/rec/versions/9:predict", "Specific(rec, 9)"),
+    ("GET", "/v1/models/rec/versions/9", "Could not find version 9 of model rec"),
+    ("GET", "/v1/models/rec/versions/9/metadata", "Specific(rec, 9)"),
+    ("POST", "/v1/models/rec/labels/beta:predict", "Unrecognized servable version label: beta"),
+    ("GET", "/v1/models/rec/labels/beta", "Unrecognized servable version label: beta"),
+    ("GET", "/v2/models/rec", "Malformed request: GET /v2/models/rec"),
+    ("GET", "/v1/models/rec/versions/one", "Malformed request"),
+    ("GET", "/v1/models", "Malformed request"),
+    ("POST", "/v1/models/rec:classify", "Unknown method :classify"),
+]
+
+
+@pytest.mark.parametrize("method, path, message", NOT_FOUND, ids=[case[1] for case in NOT_FOUND])
+def test_unknown_models_versions_labels_and_paths_are_404(rec, method, path, message):
+    status, payload, _ = http(rec, method, path, {"instances": HISTORY} if method == "POST" else None)
+    assert status == 404
+    assert message in payload["error"], payload
+
+
+@pytest.mark.parametrize("method, path, allow", [("GET", "/v1/models/rec:predict", "POST"),
+                                                 ("PUT", "/v1/models/rec:predict", "POST"),
+                                                 ("POST", "/v1/models/rec", "GET"),
+                                                 ("DELETE", "/v1/models/rec/metadata", "GET")])
+def test_wrong_method_is_405(rec, method, path, allow):
+    status, payload, headers = http(rec, method, path, b"{}" if method in ("PUT", "POST") else None)
+    assert status == 405 and headers["Allow"] == allow
+    assert f"{method} is not allowed" in payload["error"]
+
+
+def test_over_size_body_is_413_and_grpc_resource_exhausted(rec):
+    filler = ["B0001"] * (rec.max_body_bytes // 8)  # about 1.1x the 64 KiB limit
+    status, payload, _ = http(rec, "POST", "/v1/models/rec:predict", {"instances": [filler]})
+    assert status == 413 and "--max_body_bytes" in payload["error"]
+    status, _, _ = http(rec, "POST", "/v1/models/rec:predict", b" " * (3 * rec.max_body_bytes))
+    assert status == 413  # refused by waitress before it reaches the app
+    assert http(rec, "GET", "/v1/models/rec")[0] == 200  # and the server goes on
+    assert _grpc_code(lambda: grpc_predict(rec, [filler * 2]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_internal_error_is_500_and_grpc_internal(rec, monkeypatch):
+    servable = rec.manager.servable("rec")
+    signature = servable.signatures["user_representation"]
+
+    def broken(**_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(servable.signatures, "user_representation", serve.Signature(
+        signature.name, signature.inputs, signature.outputs, broken))
+    status, payload, _ = http(rec, "POST", "/v1/models/rec:predict",
+                              {"signature_name": "user_representation", "instances": HISTORY})
+    assert (status, payload) == (500, {"error": "Internal error: RuntimeError: boom"})
+    with pytest.raises(grpc.RpcError) as error:
+        grpc_predict(rec, HISTORY, signature_name="user_representation")
+    assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in error.value.details()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Concurrency
+
+
+def test_sixteen_concurrent_clients_all_get_their_own_correct_answer(rec, reference):
+    rng = np.random.default_rng(0)
+    jobs = []
+    for _ in range(16 * 6):
+        history = rng.choice(VOCAB + ["nope"], size=(int(rng.integers(1, 4)), 4)).tolist()
+        version = int(rng.integers(1, 3))
+        jobs.append((history, version, bool(rng.integers(2))))
+    answers, errors = [None] * len(jobs), []
+
+    def client(indices):
+        try:
+            for i in indices:
+                history, version, rows = jobs[i]
+                body = {"instances": history} if rows else {"inputs": {"history": history}}
+                payload = predict(rec, body, f"/versions/{version}")
+                answers[i] = rows_to_columns(payload["predictions"]) if rows else payload["outputs"]
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(range(t, len(jobs), 16),)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for (history, version, _), answer in zip(jobs, answers):
+        assert_rec_answer(answer, expected(reference, f"rec{version - 1}", history=history))
+
+
+# ---------------------------------------------------------------------------------------------------
+# gRPC
+
+
+@functools.cache
+def _channel(port):
+    return grpc.insecure_channel(f"127.0.0.1:{port}")
+
+
+def _stubs(server):
+    channel = _channel(server.grpc_port)
+    return (prediction_service_pb2_grpc.PredictionServiceStub(channel),
+            model_service_pb2_grpc.ModelServiceStub(channel))
+
+
+def _spec(message, name, version=None, label=None, signature_name=""):
+    message.model_spec.name = name
+    if version is not None:
+        message.model_spec.version.value = version
+    if label is not None:
+        message.model_spec.version_label = label
+    if signature_name:
+        message.model_spec.signature_name = signature_name
+    return message
+
+
+def grpc_predict(server, history, name=None, version=None, label=None, signature_name="", output_filter=(), **extra):
+    request = _spec(predict_pb2.PredictRequest(), name or server.manager.name, version, label, signature_name)
+    request.inputs["history"].CopyFrom(tf.make_tensor_proto(history, dtype=tf.string))
+    for key, value in extra.items():
+        request.inputs[key].CopyFrom(value if isinstance(value, type(request.inputs["history"]))
+                                     else tf.make_tensor_proto(value))
+    request.output_filter.extend(output_filter)
+    return _stubs(server)[0].Predict(request, timeout=30)
+
+
+def _columns(response):
+    outputs = {}
+    for key, proto in response.outputs.items():
+        value = tf.make_ndarray(proto)
+        outputs[key] = [[v.decode() for v in row] for row in value] if value.dtype == object else value.tolist()
+    return outputs
+
+
+def test_grpc_predict_gives_the_rest_answer(rec, reference):
+    response = grpc_predict(rec, HISTORY)
+    assert (response.model_spec.name, response.model_spec.version.value,
+            response.model_spec.signature_name) == ("rec", 2, "serving_default")
+    rest = predict(rec, {"inputs": {"history": HISTORY}})["outputs"]
+    assert_rec_answer(_columns(response), rest)
+    assert _columns(response)["scores"] == [[float(np.float32(s)) for s in row] for row in rest["scores"]]
+
+    response = grpc_predict(rec, HISTORY, label="stable", signature_name="recommend", output_filter=["item_ids"],
+                            k=tf.make_tensor_proto(4, dtype=tf.int32), exclude_seen=tf.make_tensor_proto(True))
+    assert list(response.outputs) == ["item_ids"] and response.model_spec.version.value == 1
+    rest = predict(rec, {"signature_name": "recommend", "inputs": {"history": HISTORY, "k": 4, "exclude_seen": True}},
+                   "/labels/stable")["outputs"]
+    assert _columns(response)["item_ids"] == rest["item_ids"]
+    assert _columns(grpc_predict(rec, HISTORY, version=1))["item_ids"] == expected(
+        reference, "rec0", history=HISTORY)["item_ids"]
+
+
+def test_grpc_metadata_and_status_give_the_rest_answers(rec):
+    prediction, model = _stubs(rec)
+    request = _spec(get_model_metadata_pb2.GetModelMetadataRequest(), "rec", version=1)
+    request.metadata_field.append("signature_def")
+    response = prediction.GetModelMetadata(request, timeout=30)
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signature_defs)
+    rest = http(rec, "GET", "/v1/models/rec/versions/1/metadata")[1]
+    assert json_format.MessageToDict(signature_defs, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True) == rest["metadata"]["signature_def"]
+    assert (response.model_spec.name, response.model_spec.version.value) == ("rec", 1)
+
+    for kwargs, path in (({}, ""), ({"version": 2}, "/versions/2"), ({"label": "stable"}, "/labels/stable")):
+        status = model.GetModelStatus(_spec(get_model_status_pb2.GetModelStatusRequest(), "rec", **kwargs), timeout=30)
+        assert serve.status_json(status) == http(rec, "GET", f"/v1/models/rec{path}")[1]
+    assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def _grpc_code(call):
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    return error.value.code(), error.value.details()
+
+
+def test_grpc_errors_have_the_right_status_codes(rec):
+    prediction, model = _stubs(rec)
+    not_found, invalid = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
+    assert _grpc_code(lambda: grpc_predict(rec, HISTORY, name="nope"))[0] == not_found
+    assert _grpc_code(lambda: grpc_predict(rec, HISTORY, version=9))[0] == not_found
+    assert _grpc_code(lambda: grpc_predict(rec, HISTORY, label="beta"))[0] == not_found
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="nope"))
+    assert code == invalid and "nope" in details
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, extra=tf.make_tensor_proto(1)))
+    assert code == invalid and "unknown: ['extra']" in details
+    code, details = _grpc_code(lambda: grpc_predict(rec, ["B0001"]))
+    assert code == invalid and "must have shape [-1,-1]" in details
+    float_k = {"k": tf.make_tensor_proto(4.0), "exclude_seen": tf.make_tensor_proto(True)}
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="recommend", **float_k))
+    assert code == invalid and "expects int32, but float32 is provided" in details
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, output_filter=["nope"]))
+    assert code == invalid and "output tensor alias not found" in details
+
+    request = _spec(get_model_metadata_pb2.GetModelMetadataRequest(), "rec")
+    assert _grpc_code(lambda: prediction.GetModelMetadata(request, timeout=30))[0] == invalid
+    request.metadata_field.append("graph")
+    assert _grpc_code(lambda: prediction.GetModelMetadata(request, timeout=30))[0] == invalid
+    status_request = _spec(get_model_status_pb2.GetModelStatusRequest(), "nope")
+    assert _grpc_code(lambda: model.GetModelStatus(status_request, timeout=30))[0] == not_found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Versions appearing, failing and being fixed while clients keep asking
+
+
+def _wait_for(condition, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(server):
+    return {int(entry["version"]): (entry["state"], entry["status"]["error_message"])
+            for entry in http(server, "GET", f"/v1/models/{server.manager.name}")[1]["model_version_status"]}
+
+
+def test_new_version_is_hot_loaded_staging_ignored_and_a_broken_one_never_served(templates, reference, tmp_path,
+                                                                                   caplog):
+    caplog.set_level(logging.INFO, logger=serve.LOG.name)
+    base = tmp_path / "hot"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "hot", poll_wait_seconds=0.05)
+    served, errors, stop = [], [], threading.Event()
+
+    def client():  # asks all along: every answer must come from a complete version, none may fail
+        while not stop.is_set():
+            try:
+                response = grpc_predict(server, HISTORY)
+                served.append((response.model_spec.version.value, _columns(response)))
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                errors.append(error)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        assert _states(server) == {1: ("AVAILABLE", "")}
+        # an exporter's staging directory, a non-integer name and a file are ignored
+        shutil.copytree(templates["rec1"], base / ".staging-2-123")
+        (base / "latest").mkdir()
+        (base / "3").write_text("not a directory")
+        time.sleep(0.5)
+        assert _states(server) == {1: ("AVAILABLE", "")}
+        # the staging directory renamed to its version is loaded, then version 1 is unloaded
+        os.rename(base / ".staging-2-123", base / "2")
+        _wait_for(lambda: _states(server) == {2: ("AVAILABLE", ""), 1: ("END", "")}, "version 2 to replace 1")
+        assert_rec_answer(predict(server, {"inputs": {"history": HISTORY}})["outputs"],
+                          expected(reference, "rec1", history=HISTORY))
+        assert http(server, "POST", "/v1/models/hot/versions/1:predict", {"instances": HISTORY})[0] == 404
+        # a broken version 5 is reported and version 2 keeps serving
+        (base / "5").mkdir()
+        (base / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        _wait_for(lambda: _states(server).get(5, ("",))[0] == "END", "version 5 to fail")
+        states = _states(server)
+        assert states[5][0] == "END" and "Failed to load version 5 of model hot" in states[5][1]
+        assert states[2] == ("AVAILABLE", "")
+        status = http(server, "GET", "/v1/models/hot/versions/5")[1]["model_version_status"][0]["status"]
+        assert status["error_code"] == "UNKNOWN"
+        time.sleep(0.3)  # several polls: the failed, unchanged directory is not loaded again and again
+        failures = [r for r in caplog.records if r.getMessage().startswith("Failed to load version 5 of model hot")]
+        assert len(failures) == 1 and "still serving version(s) [2]" in failures[0].getMessage()
+        assert http(server, "GET", "/v1/models/hot/metadata")[1]["model_spec"]["version"] == "2"
+        # once fixed (its directory changed), version 5 is loaded
+        shutil.rmtree(base / "5")
+        shutil.copytree(templates["rec2"], base / ".staging-5-9")
+        os.rename(base / ".staging-5-9", base / "5")
+        _wait_for(lambda: _states(server).get(5) == ("AVAILABLE", ""), "the fixed version 5")
+        _wait_for(lambda: served and served[-1][0] == 5, "an answer from version 5")
+    finally:
+        stop.set()
+        thread.join()
+        server.stop()
+    assert not errors
+    for version, answer in served:
+        assert_rec_answer(answer, expected(reference, {1: "rec0", 2: "rec1", 5: "rec2"}[version], history=HISTORY))
+    assert {version for version, _ in served} == {1, 2, 5}
+    messages = [record.getMessage() for record in caplog.records]
+    for event in ("Loaded", "Unloaded"):  # one log line per version loaded and unloaded (the last at stop)
+        assert [m.split()[2] for m in messages if m.startswith(f"{event} version ")] == ["1", "2", "5"], event
+
+
+def test_stop_finishes_the_requests_under_way_and_refuses_new_ones(templates, reference, tmp_path):
+    base = tmp_path / "drain"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "drain")
+    servable = server.manager.servable("drain")
+    signature = servable.signatures["serving_default"]
+    under_way = threading.Semaphore(0)
+
+    def slow(**inputs):
+        under_way.release()
+        time.sleep(0.5)
+        return signature.function(**inputs)
+
+    servable.signatures["serving_default"] = serve.Signature(signature.name, signature.inputs, signature.outputs, slow)
+    answers = {}
+    clients = [threading.Thread(target=lambda: answers.update(rest=http(server, "POST", "/v1/models/drain:predict",
+                                                                        {"inputs": {"history": HISTORY}}))),
+               threading.Thread(target=lambda: answers.update(grpc=_columns(grpc_predict(server, HISTORY))))]
+    for client in clients:
+        client.start()
+    for _ in clients:
+        assert under_way.acquire(timeout=30)
+    server.stop()  # while both requests are inside the model
+    for client in clients:
+        client.join()
+    want = expected(reference, "rec0", history=HISTORY)
+    assert answers["rest"][0] == 200
+    assert_rec_answer(answers["rest"][1]["outputs"], want)
+    assert_rec_answer(answers["grpc"], want)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/v1/models/drain", timeout=5)
+    assert _grpc_code(lambda: grpc_predict(server, HISTORY))[0] == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.slow
+def test_exported_run_rest_grpc_and_the_keras_model_agree(tmp_path):
+    """A real tiny run, exported by mfn4rec_tf.export and served: REST, gRPC and Keras give one top-K."""
+    import keras
+
+    from mfn4rec_tf import export, fit
+    from mfn4rec_tf.data import FeatureGatherer, pad
+    from mfn4rec_tf.dataset import write_dataset
+    from mfn4rec_tf.demo import DemoSpec, generate
+    from mfn4rec_tf.metrics import top_k_items
+    from mfn4rec_tf.model import with_output_mode
+    from mfn4rec_tf.run_config import load_config
+    from mfn4rec_tf.training import open_data
+
+    keras.utils.set_random_seed(0)
+    items, interactions, features, _ = generate(DemoSpec(num_users=200, num_items=120, max_length=12))
+    data = write_dataset(tmp_path / "data", name="tiny", items=items, interactions=interactions, features=features)
+    run = tmp_path / "run"
+    assert fit.main(["--data", str(data), "--out", str(run), "--epochs", "1", "--patience", "1", "--quiet",
+                     "--protocol", "leave-one-out", "--max-length", "6", "--set", "model.memory_dim=8",
+                     "--set", "model.fc_hidden_units=8", "--set", "model.modality_hidden_units=6",
+                     "--set", "model.id_hidden_units=6"]) == 0
+    version = export.export_run(run, "tiny", base=tmp_path / "saved_models", k=10)
+    assert version == tmp_path / "saved_models" / "tiny" / "1"
+
+    config = load_config(run / "config.yaml")
+    dataset = open_data(config)
+    ids = dataset.item_ids()
+    index = {item: i for i, item in enumerate(ids) if i}
+    by_user = dataset.interactions.groupby("user_id", sort=True)["item_index"]
+    sequences = [list(ids[group.to_numpy()]) for _, group in by_user]
+    rows = [sequences[0][:3], sequences[1][:8] + ["not-an-item"], sequences[2][:1], sequences[3][:5]]
+    width = max(len(row) for row in rows)
+    histories = [[str(item) for item in row] + [""] * (width - len(row)) for row in rows]
+
+    model = with_output_mode(keras.saving.load_model(run / "model.keras"), "last")
+    gather = FeatureGatherer(dataset, config.modality_names(dataset))
+    known = [[index[item] for item in row if item in index][-6:] for row in histories]
+    logits = np.array(model(gather(pad(known)))["logits"])
+    top = top_k_items(logits, 10)
+    want = {"item_ids": ids[top].astype(str).tolist(), "scores": np.take_along_axis(logits, top, axis=1).tolist(),
+            "unknown_ids": [0, 1, 0, 0]}
+
+    server = _start(version.parent, "tiny")
+    try:
+        rest = rows_to_columns(predict(server, {"instances": histories})["predictions"])
+        response = grpc_predict(server, histories)
+    finally:
+        server.stop()
+    served = _columns(response)
+    assert rest["item_ids"] == served["item_ids"] == want["item_ids"]
+    assert rest["unknown_ids"] == served["unknown_ids"] == want["unknown_ids"]
+    np.testing.assert_array_equal(np.float32(rest["scores"]), np.float32(served["scores"]))
+    np.testing.assert_allclose(served["scores"], want["scores"], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command
+
+
+def _serve_process(base, name, *extra):
+    """`python -X importtime -m mfn4rec_tf.serve ...` on free ports; returns (process, rest port, grpc port, log)."""
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "mfn4rec_tf.serve", "--model_base_path", str(base),
+         "--model_name", name, "--rest_api_port", "0", "--port", "0", *extra],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        match = re.search(r"REST at http://127\.0\.0\.1:(\d+)/v1/models/\S+, gRPC at 127\.0\.0\.1:(\d+)", line)
+        if match:
+            return process, int(match[1]), int(match[2]), log
+    process.kill()
+    raise AssertionError("the server did not start:\n" + "".join(log[-30:]))
+
+
+class _Ports:
+    """What `predict` and `grpc_predict` need of a server, for one running in a subprocess."""
+
+    def __init__(self, name, rest_port, grpc_port):
+        self.manager = type("M", (), {"name": name})()
+        self.rest_port, self.grpc_port = rest_port, grpc_port
+
+
+def test_command_serves_and_stops_cleanly_on_sigterm_without_model_code(templates, tmp_path):
+    signum = signal.SIGTERM
+    base = tmp_path / "cli"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    process, rest_port, grpc_port, log = _serve_process(base, "cli", "--version_label", "stable=1")
+    try:
+        ports = _Ports("cli", rest_port, grpc_port)
+        rest = predict(ports, {"inputs": {"history": HISTORY}}, "/labels/stable")["outputs"]
+        assert_rec_answer(_columns(grpc_predict(ports, HISTORY)), rest)
+        process.send_signal(signum)
+        _, rest_of_log = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(log) + rest_of_log
+    assert process.returncode == 0, log[-3000:]
+    assert f"Received {signal.Signals(signum).name}: stopping" in log
+    assert "Loaded version 1 of model cli" in log and "Unloaded version 1 of model cli" in log
+    assert "Stopped serving model cli" in log and "Traceback" not in log
+    imported = set(re.findall(r"^import time:.*\|\s+(\S+)\s*$", log, flags=re.MULTILINE))
+    assert {"mfn4rec_tf", "tensorflow_serving.apis.predict_pb2", "waitress"} <= imported  # the parse works
+    assert not {name for name in imported
+                if name.startswith(("tensorflow_text", "mfn4rec_tf.model", "mfn4rec_tf.layers", "mfn4rec_tf.training",
+                                    "mfn4rec_tf.baselines"))}
+
+
+def test_main_stops_on_sigint_and_returns_0(templates, tmp_path, caplog):
+    base = tmp_path / "sigint"
+    base.mkdir()
+    _version(base, 3, templates["rec1"])
+    answers = []
+
+    def client_then_sigint(rest_port, grpc_port):
+        try:
+            ports = _Ports("sigint", rest_port, grpc_port)
+            answers.append(predict(ports, {"instances": HISTORY}))
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # main() has its own handler installed by now
+
+    class StartupLine(logging.Handler):
+        def emit(self, record):
+            match = re.search(r"REST at http://127\.0\.0\.1:(\d+)/.*gRPC at 127\.0\.0\.1:(\d+)", record.getMessage())
+            if match:
+                threading.Thread(target=client_then_sigint, args=(int(match[1]), int(match[2]))).start()
+
+    caplog.set_level(logging.INFO, logger=serve.LOG.name)
+    handler = StartupLine()
+    serve.LOG.addHandler(handler)
+    try:
+        assert serve.main(["--model_base_path", str(base), "--rest_api_port", "0", "--port", "0"]) == 0
+    finally:
+        serve.LOG.removeHandler(handler)
+    assert len(answers) == 1 and len(answers[0]["predictions"]) == 2
+    messages = [record.getMessage() for record in caplog.records]
+    assert "Received SIGINT: stopping" in messages
+    assert messages[-2:] == ["Unloaded version 3 of model sigint", "Stopped serving model sigint"]
+
+
+def test_command_line_errors_exit_2(tmp_path, capsys, rec):
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as exit_info:
+        serve.main(["--model_base_path", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2 and "error: --model_base_path" in capsys.readouterr().err
+    for bad in (["--version_label", "stable"], ["--version_label", "a=b"], ["--port", "70000"],
+                ["--num_versions", "0"], ["--file_system_poll_wait_seconds", "-1"], ["--model_name", "a/b"]):
+        with pytest.raises(SystemExit) as exit_info:
+            serve.main(["--model_base_path", str(tmp_path), *bad])
+        assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err, bad
+    # a port already taken (by the rec fixture's server)
+    assert serve.main(["--model_base_path", str(tmp_path), "--rest_api_port", "0", "--port", str(rec.grpc_port)]) == 2
+    assert "error: cannot bind the gRPC port" in capsys.readouterr().err
+    assert serve.main(["--model_base_path", str(tmp_path), "--rest_api_port", str(rec.rest_port), "--port", "0"]) == 2
+    assert "error: cannot bind the REST port" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
+
+
+# ---------------------------------------------------------------------------------------------------
+# The README's client snippets, run against a server of the README's model name
+
+
+def _readme_snippets():
+    section = (ROOT / "README.md").read_text().split("<!-- serving:start -->")[1].split("<!-- serving:end -->")[0]
+    return dict(re.findall(r"<!-- serving-client: (\S+) -->\n```\w+\n(.*?)```", section, re.DOTALL))
+
+
+@pytest.fixture()
+def readme_server(templates, tmp_path):
+    base = tmp_path / "saved_models" / "mfn4rec"
+    base.mkdir(parents=True)
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "mfn4rec")
+    yield server
+    server.stop()
+
+
+def _local(code, server):
+    return code.replace("localhost:8501", f"127.0.0.1:{server.rest_port}").replace(
+        "localhost:8500", f"127.0.0.1:{server.grpc_port}")
+
+
+def test_readme_client_snippets_run_against_the_server(readme_server, reference):
+    snippets = _readme_snippets()
+    assert set(snippets) == {"curl", "python-rest", "python-grpc"}
+    row_history = [["B0001", "B0002", "B0003"], ["B0004", "", ""]]
+    recommend = expected(reference, "rec0", "recommend", history=[["B0001", "B0002", "B0003"]], k=np.int32(5),
+                         exclude_seen=True)
+
+    rest = {}
+    exec(compile(_local(snippets["python-rest"], readme_server), "README.md (python-rest)", "exec"), rest)
+    assert_rec_answer(rows_to_columns(rest["predictions"]), expected(reference, "rec0", history=row_history))
+
+    grpc_namespace = {}
+    exec(compile(_local(snippets["python-grpc"], readme_server), "README.md (python-grpc)", "exec"), grpc_namespace)
+    assert [[v.decode() for v in row] for row in grpc_namespace["item_ids"]] == recommend["item_ids"]
+    np.testing.assert_array_equal(grpc_namespace["scores"], np.float32(recommend["scores"]))
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the Python snippets ran, the curl ones did not")
+    answers = []
+    for line in _local(snippets["curl"], readme_server).strip().splitlines():
+        assert line.startswith("curl "), line
+        result = subprocess.run(shlex.split(line), check=False, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        answers.append(json.loads(result.stdout))
+    assert len(answers) == 4
+    assert answers[0] == {"model_version_status": [_version_status(1)]}
+    assert answers[1]["model_spec"]["name"] == "mfn4rec"
+    assert_rec_answer(rows_to_columns(answers[2]["predictions"]), expected(reference, "rec0", history=row_history))
+    assert_rec_answer(answers[3]["outputs"], recommend)
