@@ -50,7 +50,8 @@ import numpy as np
 from keras import ops
 
 from mfn4rec_tf._checks import check_positive_int, check_rate
-from mfn4rec_tf.config import ID_INPUT, ModelConfig, model_modalities
+from mfn4rec_tf.baselines._common import require_modalities, seed
+from mfn4rec_tf.config import ID_INPUT, ModelConfig
 from mfn4rec_tf.layers import ItemLogits, PaddingMask
 
 # `mfn4rec_tf.model` is imported inside the builders, not here: loaders of saved models import
@@ -249,35 +250,12 @@ class BPRLoss(keras.losses.Loss):
         return ops.where(ops.equal(targets, 0), 0.0, loss)
 
 
-def require_modalities(config: ModelConfig):
-    """Checks that `config.modalities` are exactly the ones baseline `config.variant` reads.
-
-    Raises:
-        ValueError: they are not (the message names what the model reads).
-    """
-    names = tuple(m.name for m in config.modalities)
-    try:
-        expected = model_modalities(config.variant, names)
-    except ValueError as error:
-        raise ValueError(f"config.modalities: {error}") from None
-    if expected != names:
-        reads = "item IDs only" if not expected else f"the modalities {list(expected)}"
-        raise ValueError(
-            f"Baseline {config.variant!r} reads {reads}, so `config.modalities` must be exactly those. "
-            f"Received: {list(names)}"
-        )
-
-
-def _seed(config, offset):
-    return None if config.seed is None else config.seed + offset
-
-
 def _history_factors(config, inputs, width):
     """`(padding_mask, h_out)`: the running mean of a user-side item embedding of `width`."""
     ids = inputs[ID_INPUT]
     mask = PaddingMask(name="padding_mask")(ids)  # (B, T)
     history = keras.layers.Embedding(config.vocabulary_size, width, name="history_embedding")(ids)  # (B, T, width)
-    h_out = HistoryMean(dropout=config.dropout, seed=_seed(config, 100), name="fc_out")(history, mask)
+    h_out = HistoryMean(dropout=config.dropout, seed=seed(config, 100), name="fc_out")(history, mask)
     return mask, h_out
 
 

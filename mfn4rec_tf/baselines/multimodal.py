@@ -88,10 +88,11 @@ from __future__ import annotations
 
 import keras
 
+from mfn4rec_tf.baselines._common import fc_out_model, seed
 from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig, NotApplicable
-from mfn4rec_tf.layers import AppendPresence, FullyConnected, ItemLogits, MultiGRU, PaddingMask
+from mfn4rec_tf.layers import AppendPresence, FullyConnected, MultiGRU, PaddingMask
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
-from mfn4rec_tf.model import OUTPUT_MODES, model_head, model_inputs
+from mfn4rec_tf.model import OUTPUT_MODES, model_inputs
 
 RECONSTRUCTION_WEIGHT = 1.0
 """Weight of MV-RNN-3mDAE's reconstruction loss beside the (per-step mean) cross-entropy."""
@@ -123,7 +124,7 @@ def build_p_rnn(config: ModelConfig, output_mode: str = "sequence", item_feature
         [embedded, *views], mask=mask
     )  # one (B, T, h_i) per stream
     states = keras.layers.Concatenate(axis=-1, name="hidden_states")(hidden)  # (B, T, sum of hidden sizes)
-    return _model(config, inputs, mask, states, output_mode)
+    return fc_out_model(config, inputs, mask, states, output_mode)
 
 
 def build_mv_rnn_con(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
@@ -146,7 +147,7 @@ def build_mv_rnn_3mdae(config: ModelConfig, output_mode: str = "sequence", item_
         combine="add",
         corruption_rate=config.dropout,
         reconstruction_weight=RECONSTRUCTION_WEIGHT,
-        seed=_seed(config, 1),
+        seed=seed(config, 1),
         name="view_fusion",
     )
     return _mv_rnn(config, output_mode, fusion)
@@ -163,7 +164,7 @@ def build_vcsrs(config: ModelConfig, output_mode: str = "sequence", item_feature
     attended = keras.layers.Multiply(name="attended_features")([weights, features])  # f̃_t = a_t ⊙ f_t
     steps = keras.layers.Concatenate(axis=-1, name="lstm_input")([embedded, attended])  # (B, T, d_m + D)
     states = keras.layers.LSTM(config.id_hidden_units, return_sequences=True, name="lstm")(steps, mask=mask)
-    return _model(config, inputs, mask, states, output_mode)
+    return fc_out_model(config, inputs, mask, states, output_mode)
 
 
 BUILDERS = {
@@ -182,7 +183,7 @@ def _mv_rnn(config, output_mode, fusion):
     states = keras.layers.GRU(
         config.id_hidden_units, return_sequences=True, reset_after=config.gru_reset_after, name="gru"
     )(steps, mask=mask)  # (B, T, id_hidden_units)
-    return _model(config, inputs, mask, states, output_mode)
+    return fc_out_model(config, inputs, mask, states, output_mode)
 
 
 def _inputs(config, output_mode):
@@ -209,23 +210,8 @@ def _inputs(config, output_mode):
     return inputs, mask, embedded, views
 
 
-def _model(config, inputs, mask, states, output_mode):
-    h_out = FullyConnected(
-        config.output_units,
-        activation=config.output_activation,
-        dropout=config.dropout,
-        seed=_seed(config, 100),
-        name="fc_out",
-    )(states)  # (B, T, output_units)
-    outputs = model_head(h_out, mask, ItemLogits(config.vocabulary_size, name="item_logits"), output_mode)
-    return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
-
-
 def _concatenate(tensors, name):
     if len(tensors) == 1:
         return tensors[0]
     return keras.layers.Concatenate(axis=-1, name=name)(tensors)
 
-
-def _seed(config, offset):
-    return None if config.seed is None else config.seed + offset

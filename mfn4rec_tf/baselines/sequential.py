@@ -41,9 +41,9 @@ import tensorflow as tf
 from keras import ops
 
 from mfn4rec_tf._checks import check_positive_int
-from mfn4rec_tf.baselines.bpr import require_modalities
+from mfn4rec_tf.baselines._common import fc_out_model, require_modalities, seed
 from mfn4rec_tf.config import ID_INPUT, ModelConfig
-from mfn4rec_tf.layers import FullyConnected, ItemLogits, PaddingMask
+from mfn4rec_tf.layers import PaddingMask
 
 # `mfn4rec_tf.model` is imported inside the builders, not here: loaders of saved models import
 # `mfn4rec_tf.model`, which may import this module to register its Keras classes (no import cycle).
@@ -54,10 +54,6 @@ SASREC_BLOCKS = 2
 SASREC_HEADS = 1
 
 
-def _seed(config, offset):
-    return None if config.seed is None else config.seed + offset
-
-
 def build_lstm(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
     """The ID-only LSTM baseline (Hochreiter & Schmidhuber, 1997; see the module docstring).
 
@@ -65,22 +61,14 @@ def build_lstm(config: ModelConfig, output_mode: str = "sequence", item_features
     (`FullyConnected` to `output_units`) -> `ItemLogits`. `config.modalities` must be empty;
     `item_features` is ignored.
     """
-    from mfn4rec_tf.model import model_head, model_inputs  # not at the top, see the imports
+    from mfn4rec_tf.model import model_inputs  # not at the top, see the imports
     require_modalities(config)
     inputs = model_inputs(config)
     ids = inputs[ID_INPUT]
     mask = PaddingMask(name="padding_mask")(ids)  # (B, T)
     embedded = keras.layers.Embedding(config.vocabulary_size, config.id_embedding_dim, name="item_embedding")(ids)
     states = keras.layers.LSTM(config.id_hidden_units, return_sequences=True, name="lstm")(embedded, mask=mask)
-    h_out = FullyConnected(
-        config.output_units,
-        activation=config.output_activation,
-        dropout=config.dropout,
-        seed=_seed(config, 100),
-        name="fc_out",
-    )(states)  # (B, T, output_units)
-    outputs = model_head(h_out, mask, ItemLogits(config.vocabulary_size, name="item_logits"), output_mode)
-    return keras.Model(inputs, outputs, name="lstm")
+    return fc_out_model(config, inputs, mask, states, output_mode)
 
 
 @keras.saving.register_keras_serializable(package="mfn4rec")
@@ -182,7 +170,7 @@ def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_featur
     `fc_out` (to `output_units`) -> `ItemLogits`. `config.modalities` must be empty;
     `item_features` is ignored.
     """
-    from mfn4rec_tf.model import model_head, model_inputs  # not at the top, see the imports
+    from mfn4rec_tf.model import model_inputs  # not at the top, see the imports
     require_modalities(config)
     d, rate = config.id_embedding_dim, config.dropout
     inputs = model_inputs(config)
@@ -191,29 +179,28 @@ def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_featur
     attention_mask = CausalAttentionMask(name="attention_mask")(mask)  # (B, T, T)
     x = keras.layers.Embedding(config.vocabulary_size, d, name="item_embedding")(ids)  # (B, T, d)
     x = LearnedPositions(MAX_POSITIONS, name="positions")(x)
-    x = keras.layers.Dropout(rate, seed=_seed(config, 200), name="embedding_dropout")(x)
+    x = keras.layers.Dropout(rate, seed=seed(config, 200), name="embedding_dropout")(x)
     for block in range(SASREC_BLOCKS):
-        prefix, seed = f"block{block}", _seed(config, 210 + 10 * block)
+        prefix, attention_seed = f"block{block}", seed(config, 210 + 10 * block)
         normed = keras.layers.LayerNormalization(epsilon=1e-8, name=f"{prefix}_attention_norm")(x)
         attended = keras.layers.MultiHeadAttention(
-            num_heads=SASREC_HEADS, key_dim=d // SASREC_HEADS, dropout=rate, seed=seed, name=f"{prefix}_attention"
+            num_heads=SASREC_HEADS, key_dim=d // SASREC_HEADS, dropout=rate, seed=attention_seed,
+            name=f"{prefix}_attention",
         )(normed, normed, attention_mask=attention_mask)  # (B, T, d)
-        attended = keras.layers.Dropout(rate, seed=_seed(config, 211 + 10 * block), name=f"{prefix}_attention_dropout")(
+        attended = keras.layers.Dropout(rate, seed=seed(config, 211 + 10 * block), name=f"{prefix}_attention_dropout")(
             attended
         )
         x = keras.layers.Add(name=f"{prefix}_attention_residual")([x, attended])
         normed = keras.layers.LayerNormalization(epsilon=1e-8, name=f"{prefix}_ffn_norm")(x)
         hidden = keras.layers.Dense(d, activation="relu", name=f"{prefix}_ffn_hidden")(normed)
-        hidden = keras.layers.Dropout(rate, seed=_seed(config, 212 + 10 * block), name=f"{prefix}_ffn_dropout")(hidden)
+        hidden = keras.layers.Dropout(rate, seed=seed(config, 212 + 10 * block), name=f"{prefix}_ffn_dropout")(hidden)
         hidden = keras.layers.Dense(d, name=f"{prefix}_ffn_output")(hidden)
-        hidden = keras.layers.Dropout(rate, seed=_seed(config, 213 + 10 * block), name=f"{prefix}_ffn_output_dropout")(
+        hidden = keras.layers.Dropout(rate, seed=seed(config, 213 + 10 * block), name=f"{prefix}_ffn_output_dropout")(
             hidden
         )
         x = keras.layers.Add(name=f"{prefix}_ffn_residual")([x, hidden])
     x = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")(x)
-    h_out = FullyConnected(config.output_units, activation=config.output_activation, name="fc_out")(x)
-    outputs = model_head(h_out, mask, ItemLogits(config.vocabulary_size, name="item_logits"), output_mode)
-    return keras.Model(inputs, outputs, name="sasrec")
+    return fc_out_model(config, inputs, mask, x, output_mode, dropout=False)
 
 
 BUILDERS = {"lstm": build_lstm, "sasrec": build_sasrec}
