@@ -1,0 +1,208 @@
+"""Smoke tests of the benchmark scripts (benchmarks/*.py): each runs end to end on tiny arguments,
+the generated data has the asked sizes and structure, and the FLOP counter matches a hand count."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as siblings
+
+import clothing_data  # noqa: E402
+import evaluation_speed  # noqa: E402
+import flops  # noqa: E402
+import training_speed  # noqa: E402
+from conftest import make_config  # noqa: E402
+from mfn4rec_tf.config import ModalityConfig, ModelConfig  # noqa: E402
+from mfn4rec_tf.dataset import load_dataset  # noqa: E402
+from mfn4rec_tf.model import build_model  # noqa: E402
+
+TINY_SCALE = 0.01  # 226 users, 388 items, 2,729 interactions
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clothing") / "tiny"
+    assert clothing_data.main(["--out", str(path), "--scale", str(TINY_SCALE), "--seed", "3"]) == 0
+    return path
+
+
+def test_clothing_data_has_the_scaled_counts_and_widths(tiny_data):
+    dataset = load_dataset(tiny_data)
+    assert dataset.manifest["counts"] == {"users": 226, "items": 388, "interactions": 2729}
+    assert clothing_data.scaled_counts(1.0) == {"users": 22_586, "items": 38_840, "interactions": 272_949}
+    assert [(m.name, m.dim, m.presence) for m in dataset.modality_configs()] == [("image", 1000, False),
+                                                                                ("text", 100, False)]
+    lengths = dataset.interactions.groupby("user_id").size()
+    assert lengths.min() >= 5 and lengths.max() <= 100 and lengths.sum() == 2729
+
+
+def test_clothing_data_is_seeded_and_planted():
+    first = clothing_data.generate_clothing(seed=5, scale=0.02, progress=None)
+    again = clothing_data.generate_clothing(seed=5, scale=0.02, progress=None)
+    other = clothing_data.generate_clothing(seed=6, scale=0.02, progress=None)
+    assert first[1].equals(again[1]) and not first[1].equals(other[1])
+    np.testing.assert_array_equal(first[2]["image"].values, again[2]["image"].values)
+    _, interactions, _, truth = first
+    users, items = interactions["user_id"].to_numpy(), interactions["item_index"].to_numpy()
+    same_user = users[1:] == users[:-1]
+    style = truth["style"]
+    follows = style[items[1:]][same_user] == truth["successor"][style[items[:-1]]][same_user]
+    assert 0.7 < follows.mean() < 0.9  # style_follow is 0.8 (+ chance hits); random would be ~1/24
+    assert (np.diff(interactions["timestamp"].to_numpy())[same_user] >= 0).all()  # each user in time order
+
+
+@pytest.mark.parametrize("users, total", [(10, 50), (10, 1000), (7, 93), (1000, 12_085)])
+def test_draw_lengths_hits_the_total_within_bounds(users, total):
+    lengths = clothing_data.draw_lengths(np.random.default_rng(0), users, total)
+    assert lengths.sum() == total and lengths.min() >= 5 and lengths.max() <= 100 and len(lengths) == users
+
+
+def test_draw_lengths_rejects_an_impossible_total():
+    with pytest.raises(ValueError, match="cannot be spread"):
+        clothing_data.draw_lengths(np.random.default_rng(0), 10, 49)
+
+
+def test_clothing_data_cli_errors(tiny_data, capsys):
+    for argv in (["--scale", "0"], ["--scale", "nan"], ["--out", str(tiny_data), "--scale", str(TINY_SCALE)]):
+        with pytest.raises(SystemExit) as exit_info:
+            clothing_data.main(argv)
+        assert exit_info.value.code == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_clothing_dataset_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFN4REC_HOME", str(tmp_path))
+    first = clothing_data.clothing_dataset(scale=0.002, progress=None)
+    assert first.path == tmp_path / "clothing-v1-seed0-x0.002"
+    stamp = (first.path / "manifest.json").stat().st_mtime_ns
+    again = clothing_data.clothing_dataset(scale=0.002, progress=None)
+    assert (again.path / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def _hand_config(variant, **overrides):
+    fields = dict(num_items=4, variant=variant, modalities=(ModalityConfig("text", 3, 2),), id_embedding_dim=2,
+                  id_hidden_units=2, memory_dim=2, fc_hidden_units=3, output_units=2)
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+# Hand count, N = 4 (V = 5), item ID (w 2, h 2) and text (w 3, h 2): H = 4, D = 8, F = 3, M = 2, O = 2.
+#   GRU:       6 h (w + h) + 6 h (biases) + 11 h   ->  ID 48 + 12 + 22 = 82, text 60 + 12 + 22 = 94: 176
+#   attention: 2*8*8 + 8 (FC_a) + 3*8 (softmax) + 8 (a * x)                                   = 168
+#   blocks:    3 * (2*8*3 + 3 + 3 (ReLU) + 2*3*2 + 2) + 2*2 (sigmoids)                         = 208
+#   update:    4 * 2                                                                            = 8
+#   FC_out:    2 I 2 + 2 with I = 6 (mfn4rec, -add), 4 (-g), 2 (-m)                  = 26, 18, 10
+#   -m encoders: 2*2*2 + 2 + 2 (tanh) and 2*3*2 + 2 + 2                                         = 28
+#   -add sum:  one add of two 2-d states                                                        = 2
+#   head:      output layer 2*2*5 + 5 = 25, softmax 3*5 = 15
+HAND_STEP = {"mfn4rec": 176 + 168 + 208 + 8 + 26, "mfn4rec-g": 176 + 18, "mfn4rec-m": 28 + 168 + 208 + 8 + 10,
+             "mfn4rec-add": 176 + 2 + 26}
+
+
+@pytest.mark.parametrize("variant", sorted(HAND_STEP))
+def test_flops_match_a_hand_count(variant):
+    config = _hand_config(variant)
+    step = sum(part.total for part in flops.step_flops(config).values())
+    assert step == HAND_STEP[variant]
+    assert flops.head_flops(config)["output layer"].total == 25 and flops.head_flops(config)["softmax"].total == 15
+    assert flops.forward_flops_per_event(config).total == HAND_STEP[variant] + 25 + 15
+    assert flops.training_flops_per_event(config) == 3 * (HAND_STEP[variant] + 40)
+    assert flops.ranking_flops_per_user(config, 3) == 3 * HAND_STEP[variant] + 25
+
+
+def test_flops_hand_count_with_presence_tanh_and_cho_gru():
+    config = _hand_config("mfn4rec", modalities=(ModalityConfig("text", 3, 2, presence=True),),
+                          output_activation="tanh", gru_reset_after=False)
+    # GRUs with one bias each: ID 48 + 6 + 22 = 76, text (w 4) 72 + 6 + 22 = 100; the presence
+    # product 3; FC_out 26 + 2 (tanh); attention, blocks and update as in mfn4rec.
+    expected = 3 + 76 + 100 + 168 + 208 + 8 + 28
+    assert sum(part.total for part in flops.step_flops(config).values()) == expected
+
+
+@pytest.mark.parametrize("variant", ["mfn4rec", "mfn4rec-g", "mfn4rec-m", "mfn4rec-add"])
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_flops_matmuls_and_biases_match_the_built_model(variant, reset_after):
+    """Every kernel but the embedding is used once per position: matmul FLOPs = 2 x its size."""
+    config = make_config(variant, gru_reset_after=reset_after)
+    model = build_model(config)
+    weights = [w for w in model.weights if not w.path.startswith(("item_embedding", "item_logits"))]
+    kernels = sum(int(np.prod(w.shape)) for w in weights if w.path.endswith("kernel"))
+    biases = sum(int(np.prod(w.shape)) for w in weights if w.path.endswith("bias"))
+    assert kernels + biases == sum(int(np.prod(w.shape)) for w in weights)  # nothing else to count
+    step = sum(flops.step_flops(config).values(), flops.Count())
+    assert (step.matmul, step.bias) == (2 * kernels, biases)
+    head = flops.head_flops(config)["output layer"]
+    logits = model.get_layer("item_logits")
+    assert (head.matmul, head.bias) == (2 * int(np.prod(logits.kernel.shape)), int(np.prod(logits.bias.shape)))
+
+
+def test_flops_cli(tiny_data, capsys):
+    assert flops.main(["--num-items", "50", "--variants", "mfn4rec,mfn4rec-g"]) == 0
+    out = capsys.readouterr().out
+    assert "training / event (3x)" in out and "mfn4rec-g" in out and "mfn4rec-m" not in out
+    assert flops.main(["--data", str(tiny_data)]) == 0
+    assert "GFLOP / epoch" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        flops.main(["--variants", "lstm"])
+    assert exit_info.value.code == 2 and "unknown variant" in capsys.readouterr().err
+
+
+def test_flops_reject_a_baseline():
+    with pytest.raises(ValueError, match="MFN4Rec variants"):
+        flops.step_flops(ModelConfig(num_items=5, variant="lstm"))
+
+
+def _table_rows(out):
+    return {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("mfn4rec")}
+
+
+def test_training_speed_end_to_end(tiny_data, capsys):
+    argv = ["--data", str(tiny_data), "--variants", "mfn4rec", "--batches", "2", "--warmup", "1", "--rounds", "1"]
+    assert training_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = _table_rows(out)
+    assert set(rows) == {"mfn4rec"}
+    assert float(rows["mfn4rec"][2]) > 0 and rows["mfn4rec"][-2:] == ["-", "-"]  # ms/step; no cell reference
+    assert "TensorFlow" in out and "extrapolated" in out.lower()
+
+
+@pytest.mark.slow
+def test_training_speed_compares_with_the_cell_reference(tiny_data, capsys):
+    argv = ["--data", str(tiny_data), "--variants", "mfn4rec:cell,mfn4rec-add", "--batches", "2", "--warmup", "1",
+            "--rounds", "2"]
+    assert training_speed.main(argv) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    assert set(rows) == {"mfn4rec:cell", "mfn4rec-add"}
+    assert rows["mfn4rec:cell"][-2:] == ["1.00x", "1.00x"]  # the reference against itself
+    assert rows["mfn4rec-add"][-1].endswith("x") and float(rows["mfn4rec-add"][-1][:-1]) > 0
+
+
+def test_training_speed_entries_name_a_variant_and_its_options():
+    assert training_speed.parse_entry("mfn4rec-m") == ("mfn4rec-m", {})
+    assert training_speed.parse_entry("mfn4rec:cell") == ("mfn4rec", {"memory_mode": "cell"})
+    config = training_speed.run_config(SimpleNamespace(path=Path("/nowhere")), "mfn4rec:cell")  # reads only .path
+    assert (config.model.variant, config.model.memory_mode) == ("mfn4rec", "cell")
+    assert (config.train.batch_size, config.train.targets, config.data.max_length, config.data.protocol) == (
+        64, "all", 100, "paper")
+
+
+def test_training_speed_cli_errors(tiny_data, capsys):
+    for argv, message in ((["--variants", "mfn4rec:fast"], "unknown option"),
+                          (["--variants", "lstm"], "unknown variant"),
+                          (["--variants", "mfn4rec:cell:scan"], "memory_mode twice"),
+                          (["--batches", "1000"], "exceed"), (["--batches", "0"], "--batches must be >= 1")):
+        with pytest.raises(SystemExit) as exit_info:
+            training_speed.main(["--data", str(tiny_data), *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_evaluation_speed_end_to_end(tiny_data, capsys):
+    argv = ["--data", str(tiny_data), "--max-users", "40", "--batch-size", "16", "--repeats", "1"]
+    assert evaluation_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(a) evaluate_split" in out and "(a) / bare" in out and "(a) / forward" in out
+    assert "ranked: 40 users" in out and "warning" not in out
