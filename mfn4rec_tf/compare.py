@@ -195,11 +195,12 @@ def make_plan(args) -> Plan:
 
     entries = []
     for model in models:
-        config = with_absolute_data_path(load_config(args.config, overrides + [f"model.variant={model}"]))
         run_dir = out / RUNS_DIR / model
         try:
+            config = with_absolute_data_path(load_config(args.config, overrides + [f"model.variant={model}"]))
             config.modality_names(dataset)
-        except NotApplicable as reason:
+        except NotApplicable as reason:  # a modality the data lacks, or a setting the model cannot take
+            config = base
             entries.append(Entry(model, config, run_dir, None, not_applicable=str(reason)))
             continue
         if model != "pop":
@@ -404,7 +405,8 @@ def format_markdown(summary: dict, results, command: str) -> str:
          f"{data['items']:,} items, {data['interactions']:,} interactions; modalities: {modalities}"),
         (f"- Protocol: {summary['protocol']}. Test split: {splits['test']['users']:,} users evaluated "
          f"({splits['test']['targets']:,} targets); validation split: {splits['validation']['users']:,} users "
-         f"({splits['validation']['targets']:,} targets). Feature modalities fed: {used}"),
+         f"({splits['validation']['targets']:,} targets). Feature modalities fed: {used} (to the models that "
+         f"read features; bpr, lstm and sasrec read item IDs only, vbpr only `image`)"),
         (f"- Budget: up to {summary['budget']} epoch(s) per model, early stopping after {summary['patience']} "
          f"epoch(s) without a better validation Recall@20 (the selection metric), seed {summary['seed']}; "
          f"{retrain}. `pop` (the most popular training items) has no training"),
@@ -595,7 +597,11 @@ def main(argv=None) -> int:
         return 2
 
     out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create --out {out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     earlier = _read_json(out / RECORD) or {}
     previous = {m.get("model"): m for m in earlier.get("models", []) if isinstance(m, dict)}
     summary = dict(plan.summary, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), machine=machine(), software=software())

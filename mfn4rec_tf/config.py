@@ -55,10 +55,10 @@ def model_modalities(variant: str, available) -> tuple:
 
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
 MEMORY_MODES = ("scan", "cell")
+"""How the memory network runs: a parallel scan (default) or the step-by-step RNN cell (reference)."""
 GRU_IMPLEMENTATIONS = ("fused", "keras")
 """How the per-modality GRUs run: one fused loop over time for all of them (default; fastest on a
 CPU) or each as its own `keras.layers.GRU` (on a GPU: the cuDNN kernel). Same weights, same outputs."""
-"""How the memory network runs: a parallel scan (default) or the step-by-step RNN cell (reference)."""
 ID_INPUT = "item_ids"
 PRESENCE_SUFFIX = "_present"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from mfn4rec_tf._checks import check_positive_int, check_rate
-from mfn4rec_tf.config import BASELINES, GRU_IMPLEMENTATIONS, MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig, model_modalities
+from mfn4rec_tf.config import BASELINES, GRU_IMPLEMENTATIONS, MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig, NotApplicable, model_modalities
 from mfn4rec_tf.data import TARGET_MODES
 from mfn4rec_tf.splits import PROTOCOLS
 
@@ -119,7 +119,7 @@ class RunConfig:
             raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
         check_positive_int("data.max_length", self.data.max_length)
         if self.model.variant == "sasrec" and self.data.max_length > SASREC_MAX_POSITIONS:
-            raise ValueError(f"`data.max_length` must be <= {SASREC_MAX_POSITIONS} for sasrec (its table of learned "
+            raise NotApplicable(f"`data.max_length` must be <= {SASREC_MAX_POSITIONS} for sasrec (its table of learned "
                              f"positions). Received: {self.data.max_length}")
         if self.model.variant not in MODELS:
             raise ValueError(f"`model.variant` must be one of {MODELS}. Received: {self.model.variant!r}")

@@ -267,8 +267,10 @@ def new_model(config: RunConfig, dataset) -> keras.Model:
     """A fresh model of `config` on `dataset`, compiled as runs train it.
 
     `build_model(config.model_config(dataset))` in the output mode of `train.targets` ("sequence"
-    for `all`, "last" for `last`), Adam with `train.learning_rate`, softmax cross-entropy on the
-    logits. Weights are drawn from Keras' global seed: seed first for reproducible weights.
+    for `all`, "last" for `last`), with the feature tables of the modalities it reads (for VBPR),
+    Adam with `train.learning_rate`, and the model's loss on the logits (`training_loss`: softmax
+    cross-entropy, or BPR's for bpr / vbpr). Weights are drawn from Keras' global seed: seed first
+    for reproducible weights.
     """
     output_mode = "sequence" if config.train.targets == "all" else "last"
     model_config = config.model_config(dataset)

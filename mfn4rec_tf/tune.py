@@ -183,7 +183,8 @@ class MFN4RecHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, initial_epoch=0, log_dir=None, **kwargs):
         config = self.config(hp)
-        dataset, names, split = self.data()
+        dataset, _, split = self.data()
+        names = training.modality_names(config, dataset)  # the trial's model may read other modalities
         last_epoch = config.train.epochs if epochs is None else int(epochs)
         if not initial_epoch < last_epoch:
             raise ValueError(f"Nothing to train: initial_epoch={initial_epoch}, epochs={last_epoch}.")

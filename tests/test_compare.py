@@ -217,6 +217,16 @@ def test_model_needing_a_missing_modality_is_reported_not_applicable(how, small_
     assert (out / "comparison.png").is_file()
 
 
+def test_a_setting_the_model_cannot_take_is_reported_not_applicable(small_data, tmp_path):
+    out = tmp_path / "out"
+    code, _, stderr, _ = _main(["--data", str(small_data), "--models", "sasrec,pop", "--out", str(out),
+                                "--set", "data.max_length=600"] + TINY)
+    assert code == 0, stderr
+    rows = _csv(out)
+    assert rows["sasrec"]["status"] == "n/a" and "max_length" in rows["sasrec"]["note"]
+    assert rows["pop"]["status"] == "ok" and not (out / "runs" / "sasrec").exists()
+
+
 def _failing_for(model, error):
     real = training.run_training
     calls = []

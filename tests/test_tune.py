@@ -423,3 +423,14 @@ def test_distributed_chief_and_two_workers_on_loopback(small_data, tmp_path):
     assert (out / "best_config.yaml").is_file()
     for role in ("tuner0", "tuner1"):
         assert f"{role} done:" in output[role]
+
+
+def test_trials_of_different_models_are_fed_the_modalities_each_reads(small_data, tmp_path):
+    """A space over `model.variant`: bpr reads item IDs only, mfn4rec-g every modality of the data."""
+    base = [arg for arg in FAST if arg not in ("--modalities", "none")]
+    base[base.index("--model") + 1] = "bpr"
+    space = _space(tmp_path, "model.variant: {choice: [bpr, mfn4rec-g]}\n")
+    assert _tune(small_data, tmp_path / "tune", space, "--max-trials", "2", "--epochs", "1", base=base) == 0
+    rows = _rows(tmp_path / "tune")
+    assert sorted(row["model.variant"] for row in rows) == ["bpr", "mfn4rec-g"]
+    assert all(row["status"] == "COMPLETED" and not row["error"] for row in rows), rows

@@ -120,7 +120,8 @@ def build_p_rnn(config: ModelConfig, output_mode: str = "sequence", item_feature
     ((1, 31), (1, 20))
     """
     inputs, mask, embedded, views = _inputs(config, output_mode)
-    hidden = MultiGRU(config.hidden_sizes, reset_after=config.gru_reset_after, name="multi_gru")(
+    hidden = MultiGRU(config.hidden_sizes, reset_after=config.gru_reset_after,
+                      implementation=config.gru_implementation, name="multi_gru")(
         [embedded, *views], mask=mask
     )  # one (B, T, h_i) per stream
     states = keras.layers.Concatenate(axis=-1, name="hidden_states")(hidden)  # (B, T, sum of hidden sizes)
