@@ -92,7 +92,7 @@ from mfn4rec_tf.baselines._common import fc_out_model, seed
 from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig, NotApplicable
 from mfn4rec_tf.layers import AppendPresence, FullyConnected, MultiGRU, PaddingMask
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
-from mfn4rec_tf.model import OUTPUT_MODES, model_inputs
+from mfn4rec_tf.model import _check_output_mode, _concatenate, model_inputs
 
 RECONSTRUCTION_WEIGHT = 1.0
 """Weight of MV-RNN-3mDAE's reconstruction loss beside the (per-step mean) cross-entropy."""
@@ -189,8 +189,7 @@ def _mv_rnn(config, output_mode, fusion):
 
 def _inputs(config, output_mode):
     """The named inputs, the padding mask, the ID embedding and one view per modality."""
-    if output_mode not in OUTPUT_MODES:
-        raise ValueError(f"`output_mode` must be one of {OUTPUT_MODES}. Received: output_mode={output_mode!r}")
+    _check_output_mode(output_mode)
     if not config.modalities:
         raise NotApplicable(
             f"Model {config.variant!r} reads item IDs and at least one feature modality; the config has none."
@@ -209,10 +208,3 @@ def _inputs(config, output_mode):
             )  # (B, T, dim + 1)
         views.append(view)
     return inputs, mask, embedded, views
-
-
-def _concatenate(tensors, name):
-    if len(tensors) == 1:
-        return tensors[0]
-    return keras.layers.Concatenate(axis=-1, name=name)(tensors)
-
