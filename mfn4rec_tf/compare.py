@@ -50,6 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import yaml  # noqa: E402
 
 from mfn4rec_tf import training  # noqa: E402
+from mfn4rec_tf._atomic import write_text  # noqa: E402
 from mfn4rec_tf._version import __version__  # noqa: E402
 from mfn4rec_tf.config import BASELINES, VARIANTS, NotApplicable  # noqa: E402
 from mfn4rec_tf.dataset import DatasetError  # noqa: E402
@@ -467,8 +468,8 @@ def write_outputs(out: Path, summary: dict, results, command: str, argv, plots: 
 
     written = []
     markdown = format_markdown(summary, results, command)
-    _write_text(out / "results.md", markdown)
-    _write_text(out / "results.csv", results_csv(results))
+    write_text(out / "results.md", markdown)
+    write_text(out / "results.csv", results_csv(results))
     written += [out / "results.md", out / "results.csv"]
     if plots:
         rows = [r.to_dict() for r in results]
@@ -492,7 +493,7 @@ def write_outputs(out: Path, summary: dict, results, command: str, argv, plots: 
         "models": [r.to_dict() for r in results],
         "outputs": [p.name for p in written] + [RECORD],
     }
-    _write_text(out / RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    write_text(out / RECORD, json.dumps(record, indent=2, default=str) + "\n")
     return written + [out / RECORD]
 
 
@@ -539,11 +540,6 @@ def _read_json(path):
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
-
-def _write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---- command line ----

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
+from mfn4rec_tf._atomic import write_json, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
@@ -124,7 +125,7 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
         shutil.copyfile(run_dir / "best.keras", run_dir / ".model.keras.tmp")
         os.replace(run_dir / ".model.keras.tmp", run_dir / "model.keras")
         state["phase"] = "test"
-        _write_json(run_dir / "state.json", state)
+        write_json(run_dir / "state.json", state)
     if state["phase"] == "retrain":
         _retrain(config, run_dir, state, dataset, names, test, strategy, progress)
     with strategy.scope():
@@ -334,12 +335,12 @@ def _checkpoint(model, run_dir, state, phase):
         _save_model(model, run_dir / name)
         state["checkpoint"] = name
         state["seed_states"] = [v.numpy().tolist() for v in _seed_state_variables(model)]
-    _write_json(run_dir / "state.json", state)
+    write_json(run_dir / "state.json", state)
     if previous and previous != state.get("checkpoint"):
         (run_dir / previous).unlink(missing_ok=True)
     if state["phase"] != phase and state.get("checkpoint"):
         (run_dir / state.pop("checkpoint")).unlink(missing_ok=True)
-        _write_json(run_dir / "state.json", state)
+        write_json(run_dir / "state.json", state)
 
 
 def _start(config, run_dir, resume):
@@ -356,9 +357,9 @@ def _start(config, run_dir, resume):
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out.")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _write_text(run_dir / "config.yaml", config_text)
+    write_text(run_dir / "config.yaml", config_text)
     state = {"phase": "select", "epoch": 0, "best_epoch": None, "best_valid": None, "history": []}
-    _write_json(state_file, state)
+    write_json(state_file, state)
     return state
 
 
@@ -366,7 +367,7 @@ def _finish(run_dir, state, valid, test):
     from mfn4rec_tf.plots import plot_training_curves
 
     result = {"valid": valid, "test": test}
-    _write_json(run_dir / "metrics.json", result)
+    write_json(run_dir / "metrics.json", result)
     keys = sorted(set(valid) | set(test))
     rows = [["split", *keys]] + [[split, *[scores.get(k, "") for k in keys]] for split, scores in result.items()]
     _write_csv(run_dir / "metrics.csv", rows)
@@ -375,7 +376,7 @@ def _finish(run_dir, state, valid, test):
         _write_csv(run_dir / "history.csv", [columns] + [[row.get(c, "") for c in columns] for row in state["history"]])
         plot_training_curves(state["history"], run_dir / "training_curves.png", metric=SELECTION_METRIC,
                              best_epoch=state.get("best_epoch"))
-    _write_json(run_dir / "state.json", state)
+    write_json(run_dir / "state.json", state)
     checkpoints = run_dir / "checkpoints"
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()  # a finished run keeps no checkpoint
@@ -416,14 +417,6 @@ def _save_model(model, path):
     os.replace(tmp, path)
 
 
-def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path, data):
-    _write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _write_csv(path, rows):

@@ -49,6 +49,7 @@ import keras_tuner  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mfn4rec_tf import training  # noqa: E402
+from mfn4rec_tf._atomic import write_json, write_text  # noqa: E402
 from mfn4rec_tf.dataset import DatasetError  # noqa: E402
 from mfn4rec_tf.run_config import (  # noqa: E402
     MODELS,
@@ -261,14 +262,14 @@ class _Reporting:
         except Exception as error:
             record.update(status="FAILED", error=_one_line(error), traceback=traceback.format_exc(),
                           seconds=round(time.perf_counter() - started, 1))
-            _write_json(trial_dir / RECORD, record)
+            write_json(trial_dir / RECORD, record)
             log.error("%s FAILED after %.0fs: %s\n%s", self._label(trial), record["seconds"], record["error"],
                       record["traceback"].rstrip())
             raise
         metrics = results[0] if isinstance(results, list) else results
         record.update(status="COMPLETED", score=metrics[OBJECTIVE], metrics=metrics,
                       seconds=round(time.perf_counter() - started, 1))
-        _write_json(trial_dir / RECORD, record)
+        write_json(trial_dir / RECORD, record)
         return results
 
     def on_trial_end(self, trial):
@@ -357,7 +358,7 @@ def prepare_directory(out: Path, base: RunConfig, space: SearchSpace, settings: 
                         f"command. Choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        _write_text(out / name, text)
+        write_text(out / name, text)
     return False
 
 
@@ -494,14 +495,6 @@ def _read_json(path):
         return None
 
 
-def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path, data):
-    _write_text(Path(path), json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ---- command line ----
@@ -648,7 +641,7 @@ def main(argv=None) -> int:
     header = (f"# Best of {len(rows)} trial(s) of a {args.tuner} search over {space.source} ({out}): trial "
               f"{best['trial']}, validation Recall@20 {best[OBJECTIVE]:.6f} at epoch {best['best_epoch']}.\n"
               f"# The base configuration with the best values: python -m mfn4rec_tf.fit --config THIS_FILE\n")
-    _write_text(out / "best_config.yaml", header + best_config.to_yaml())
+    write_text(out / "best_config.yaml", header + best_config.to_yaml())
     print(f"\nBest: trial {best['trial']}, {100 * best[OBJECTIVE]:.3f}% validation Recall@20. "
           f"Train it: python -m mfn4rec_tf.fit --config {out / 'best_config.yaml'}")
     print(f"Written: {out / 'trials.csv'}, {out / 'best_config.yaml'}")
