@@ -1062,34 +1062,24 @@ def _label(text):
     return label, int(version)
 
 
-def _port(text):
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return port
+def _checked(convert, valid, expected):
+    """An argparse type: `convert(text)`, which `valid(value)` must accept; else "expected ..."."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):  # `valid` is False for NaN too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
+_port = _checked(int, lambda port: 0 <= port <= 65535, "a port number 0-65535")
+_positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
+_seconds = _checked(float, lambda value: value >= 0, "seconds >= 0")
 
 
 def build_parser():
