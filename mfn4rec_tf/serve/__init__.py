@@ -1,0 +1,108 @@
+"""A model server that speaks TensorFlow Serving's REST and gRPC APIs, for versioned SavedModels.
+
+    python -m mfn4rec_tf.serve --model_base_path saved_models/NAME [--model_name NAME]
+        [--rest_api_port 8501] [--port 8500] [--host 127.0.0.1] [--file_system_poll_wait_seconds 1]
+        [--num_versions 1] [--version_label LABEL=VERSION ...] [--max_body_bytes 16777216]
+
+The official model server (the `tensorflow/serving` image) serves the same directory; this one is
+for machines without it. It is generic, as TF Serving is: it serves every signature of any
+SavedModel, with the input and output names, dtypes and shapes read from the SignatureDefs, and
+nothing of this package's model code (nor tensorflow-text) is imported.
+
+- REST (`--rest_api_port`, a WSGI app under waitress): `GET /v1/models/NAME[/versions/N|/labels/L]`
+  (status), `GET .../metadata` (the SignatureDefs), `POST .../NAME[/versions/N|/labels/L]:predict`
+  with `{"signature_name"?, "instances": [...]}` (rows) -> `{"predictions": ...}` or
+  `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are `{"error": "..."}` with 400
+  (invalid request), 404 (unknown model, version, label or path), 405, 413 (body over
+  `--max_body_bytes`) or 500. The JSON mapping is TF Serving's: strings as JSON strings (inputs may
+  also be `{"b64": ...}`; outputs whose name ends in `_bytes` are written that way), float32 values
+  in their shortest round-tripping form, `NaN` / `Infinity` allowed.
+- gRPC (`--port`): `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`,
+  `tensorflow.serving.ModelService/GetModelStatus`, with the protos of `tensorflow-serving-api`.
+- Versions: the `--num_versions` highest integer directories under the base path are loaded (other
+  names, such as an exporter's `.staging-*` directories, are ignored). The base path is polled every
+  `--file_system_poll_wait_seconds` (0: once, at start): a new version is loaded beside the served
+  ones and takes over only once it has loaded; older ones are then unloaded. A version that fails to
+  load is reported by the status API (state END, with the error) and the versions already loaded
+  keep serving; it is tried again when its directory changes.
+
+Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
+switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the
+command exits with status 0.
+
+Modules (each imports only the ones above it):
+
+- `_common`: the logger, the constants and `ServingError` (a gRPC code, a message, an HTTP status)
+- `versions`: `ModelManager` (the versions of one model, polling and hot reload) and loading a
+  SavedModel version (`load_version`, `ServableVersion`, `Signature`, `TensorSpec`)
+- `codec`: JSON <-> tensors, TF Serving's row (`instances`) and columnar (`inputs`) formats, the
+  REST rendering of the status and metadata protos
+- `rest`: the REST API (`RestApi`, a WSGI app) and the waitress server that runs it
+- `grpc_services`: `PredictionService` and `ModelService`
+- `server`: `ModelServer`, both servers and the poller over one `ModelManager`
+- `cli`: the command line (`python -m mfn4rec_tf.serve` runs `cli.main`)
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any submodule imports TensorFlow
+
+from mfn4rec_tf.serve._common import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SIGNATURE,
+    LOG,
+    SERVE_TAG,
+    SIGNATURE_DEF_FIELD,
+    ServingError,
+)
+from mfn4rec_tf.serve.cli import build_parser, main
+from mfn4rec_tf.serve.codec import (
+    array_to_json,
+    columns_response,
+    inputs_to_arrays,
+    instances_to_arrays,
+    json_to_array,
+    metadata_json,
+    rows_response,
+    status_json,
+)
+from mfn4rec_tf.serve.grpc_services import ModelService, PredictionService
+from mfn4rec_tf.serve.rest import RestApi
+from mfn4rec_tf.serve.server import ModelServer
+from mfn4rec_tf.serve.versions import (
+    ModelManager,
+    ServableVersion,
+    Signature,
+    TensorSpec,
+    load_version,
+    read_meta_graph,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_SIGNATURE",
+    "LOG",
+    "SERVE_TAG",
+    "SIGNATURE_DEF_FIELD",
+    "ModelManager",
+    "ModelServer",
+    "ModelService",
+    "PredictionService",
+    "RestApi",
+    "ServableVersion",
+    "ServingError",
+    "Signature",
+    "TensorSpec",
+    "array_to_json",
+    "build_parser",
+    "columns_response",
+    "inputs_to_arrays",
+    "instances_to_arrays",
+    "json_to_array",
+    "load_version",
+    "main",
+    "metadata_json",
+    "read_meta_graph",
+    "rows_response",
+    "status_json",
+]

@@ -1,0 +1,115 @@
+"""The command line, `python -m mfn4rec_tf.serve` (flags named as TF Serving's `tensorflow_model_server`).
+
+SIGTERM or SIGINT stops both servers (requests under way are finished) and the command exits with
+status 0; a port that cannot be bound exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mfn4rec_tf.serve._common import _NAME, _VERSION_DIR, DEFAULT_MAX_BODY_BYTES, LOG
+from mfn4rec_tf.serve.server import ModelServer
+from mfn4rec_tf.serve.versions import ModelManager
+
+
+def _label(text):
+    label, sep, version = text.partition("=")
+    if not sep or not label or not re.fullmatch(_NAME, label) or not _VERSION_DIR.fullmatch(version):
+        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=3), got {text!r}")
+    return label, int(version)
+
+
+def _checked(convert, valid, expected):
+    """An argparse type: `convert(text)`, which `valid(value)` must accept; else "expected ..."."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):  # `valid` is False for NaN too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_port = _checked(int, lambda port: 0 <= port <= 65535, "a port number 0-65535")
+_positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
+_seconds = _checked(float, lambda value: value >= 0, "seconds >= 0")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m mfn4rec_tf.serve",
+        description="Serve the versions of a SavedModel over TensorFlow Serving's REST and gRPC APIs.")
+    parser.add_argument("--model_base_path", required=True,
+                        help="directory of integer-named version directories (e.g. saved_models/NAME)")
+    parser.add_argument("--model_name", help="model name in URLs and model specs (default: the base path's name)")
+    parser.add_argument("--rest_api_port", type=_port, default=8501,
+                        help="REST port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=8500, help="gRPC port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; 0.0.0.0 exposes the server to the network (default: %(default)s)")
+    parser.add_argument("--file_system_poll_wait_seconds", type=_seconds, default=1.0,
+                        help="seconds between polls for new versions; 0 polls once, at start (default: %(default)s)")
+    parser.add_argument("--num_versions", type=_positive_int, default=1,
+                        help="how many of the highest versions to serve (default: %(default)s)")
+    parser.add_argument("--version_label", type=_label, action="append", default=[], metavar="LABEL=VERSION",
+                        help="a version label, /v1/models/NAME/labels/LABEL (repeatable; default: none)")
+    parser.add_argument("--max_body_bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest REST request body / gRPC message accepted (default: %(default)s)")
+    parser.add_argument("--rest_api_num_threads", type=_positive_int, default=16,
+                        help="REST worker threads (default: %(default)s)")
+    parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
+                        help="gRPC worker threads (default: %(default)s)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    base = Path(args.model_base_path)
+    if not base.is_dir():
+        parser.error(f"--model_base_path {base} is not a directory")
+    name = args.model_name if args.model_name is not None else base.resolve().name
+    if not re.fullmatch(_NAME, name):
+        parser.error(f"--model_name {name!r} must be non-empty, without '/' or ':'")
+    labels = dict(args.version_label)
+    if len(labels) != len(args.version_label):
+        parser.error("--version_label: a label is given twice")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    stop = threading.Event()
+    received = []
+
+    def on_signal(signum, _frame):
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    server = ModelServer(ModelManager(name, base, args.num_versions, labels), host=args.host,
+                         rest_port=args.rest_api_port, grpc_port=args.port,
+                         poll_wait_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
+                         rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads)
+    try:
+        try:
+            server.start()
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        while not stop.wait(1.0):
+            pass
+        LOG.info("Received %s: stopping", received[0])
+        server.stop()
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

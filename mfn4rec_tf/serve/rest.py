@@ -1,0 +1,170 @@
+"""The REST API: TF Serving's URLs and JSON as a WSGI app, run by waitress from its own thread.
+
+`GET /v1/models/NAME[/versions/N|/labels/L]` (status), `GET .../metadata` (the SignatureDefs),
+`POST .../NAME[/versions/N|/labels/L]:predict` with `{"signature_name"?, "instances": [...]}`
+(rows) -> `{"predictions": ...}` or `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are
+`{"error": "..."}` with 400 (invalid request), 404 (unknown model, version, label or path), 405,
+413 (body over `--max_body_bytes`) or 500.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import grpc
+import waitress
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+
+from mfn4rec_tf.serve._common import (
+    _NAME,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SIGNATURE,
+    LOG,
+    ServingError,
+    _invalid,
+    _not_found,
+)
+from mfn4rec_tf.serve.codec import (
+    _json_text,
+    columns_response,
+    inputs_to_arrays,
+    instances_to_arrays,
+    metadata_json,
+    rows_response,
+    status_json,
+)
+
+_SPEC = rf"/v1/models/(?P<name>{_NAME})(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>{_NAME}))?"
+_GET_PATH = re.compile(_SPEC + r"(?P<metadata>/metadata)?")
+_POST_PATH = re.compile(_SPEC + r":(?P<verb>[A-Za-z_]+)")
+
+
+class RestApi:
+    """The WSGI application of the REST API (TF Serving's URLs and JSON).
+
+    Args:
+        manager: the `ModelManager` it serves.
+        max_body_bytes: larger request bodies are refused with 413.
+    """
+
+    def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+        self.manager = manager
+        self.max_body_bytes = max_body_bytes
+
+    def __call__(self, environ, start_response):
+        headers = []
+        try:
+            status, payload = self._dispatch(environ)
+        except ServingError as error:
+            status, payload, headers = error.http_status, {"error": error.message}, error.headers
+        except Exception as error:  # answered as 500, logged with its traceback
+            LOG.exception("Internal error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, payload = "500 Internal Server Error", {"error": f"Internal error: {type(error).__name__}: {error}"}
+        body = json.dumps(payload, indent=None if "predictions" in payload or "outputs" in payload else 1).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))] + headers)
+        return [body]
+
+    def _dispatch(self, environ):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        match = _GET_PATH.fullmatch(path)
+        if match:
+            if method != "GET":
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{method} is not allowed on {path}; use GET",
+                                   "405 Method Not Allowed", [("Allow", "GET")])
+            return self._get(match)
+        match = _POST_PATH.fullmatch(path)
+        if match:
+            if method != "POST":
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{method} is not allowed on {path}; use POST",
+                                   "405 Method Not Allowed", [("Allow", "POST")])
+            if match["verb"] != "predict":
+                raise _not_found(f"Unknown method :{match['verb']} in {path}; this server implements :predict "
+                                 "(TF Serving's :classify and :regress take tf.Example signatures)")
+            return self._predict(match, self._body(environ))
+        raise _not_found(f"Malformed request: {method} {path} (the API is /v1/models/NAME[/versions/N|/labels/L]"
+                         "[/metadata] and POST /v1/models/NAME[/versions/N|/labels/L]:predict)")
+
+    @staticmethod
+    def _spec(match):
+        return dict(name=match["name"], version=int(match["version"]) if match["version"] else None,
+                    label=match["label"])
+
+    def _get(self, match):
+        spec = self._spec(match)
+        if match["metadata"]:
+            servable = self.manager.servable(**spec)
+            return "200 OK", metadata_json(self.manager.metadata(servable))
+        return "200 OK", status_json(self.manager.status(**spec))
+
+    def _body(self, environ):
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise _invalid("Content-Length is not a number") from None
+        if length > self.max_body_bytes:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Request body of {length} bytes is over the limit of {self.max_body_bytes} bytes "
+                               "(--max_body_bytes)", "413 Payload Too Large")
+        return environ["wsgi.input"].read(length) if length else b""
+
+    def _predict(self, match, body):
+        servable = self.manager.servable(**self._spec(match))
+        if not body:
+            raise _invalid("JSON Parse error: The document is empty")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+            raise _invalid(f"JSON Parse error: {error}") from None
+        if not isinstance(document, dict):
+            raise _invalid(f"JSON Value: {_json_text(document)} Is not object")
+        signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
+        if not isinstance(signature_name, str):
+            raise _invalid("'signature_name' key must be a string value.")
+        signature = servable.signature(signature_name)
+        if ("instances" in document) == ("inputs" in document):
+            raise _invalid("Missing 'inputs' or 'instances' key" if "inputs" not in document else
+                           "Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist")
+        if "instances" in document:
+            return "200 OK", rows_response(signature.run(instances_to_arrays(document["instances"], signature)))
+        return "200 OK", columns_response(signature.run(inputs_to_arrays(document["inputs"], signature)))
+
+
+class _RestServer:
+    """waitress serving a WSGI app from its own thread; `stop()` finishes the requests under way."""
+
+    def __init__(self, app, host, port, threads, max_body_bytes):
+        self._map = {}
+        # waitress refuses bodies over its own limit with a plain-text 413 before the app sees them; the
+        # app answers the ones between `max_body_bytes` and twice that with a JSON 413.
+        self._server = waitress.create_server(app, map=self._map, host=host, port=port, threads=threads,
+                                              max_request_body_size=2 * max_body_bytes, ident="mfn4rec_tf.serve")
+        self.port = int(self._server.effective_port)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rest-api", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def _run(self):
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=0.2, map=self._map, count=1)
+        wasyncore.dispatcher.close(self._server)  # stop accepting (the wake-up trigger stays open)
+        drain = threading.Thread(target=self._server.task_dispatcher.shutdown, kwargs={"timeout": 10})
+        drain.start()  # the workers finish their requests while this loop sends the answers
+        while drain.is_alive():
+            wasyncore.loop(timeout=0.05, map=self._map, count=1)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(
+                isinstance(channel, HTTPChannel) and channel.total_outbufs_len for channel in list(self._map.values())):
+            wasyncore.loop(timeout=0.05, map=self._map, count=1)
+        wasyncore.close_all(self._map, ignore_all=True)
+
+    def stop(self):
+        self._stopping.set()
+        self._server.pull_trigger()
+        self._thread.join()

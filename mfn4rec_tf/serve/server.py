@@ -1,0 +1,125 @@
+"""`ModelServer`: the REST and gRPC servers over one `ModelManager`, and the thread that polls it.
+
+Both servers bind the same host; port 0 picks a free port (the startup log line names it).
+`stop()` refuses new requests, finishes the ones under way and unloads the versions.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from mfn4rec_tf.serve._common import DEFAULT_MAX_BODY_BYTES, LOG
+from mfn4rec_tf.serve.grpc_services import ModelService, PredictionService
+from mfn4rec_tf.serve.rest import RestApi, _RestServer
+
+
+def _resolve_host(host):
+    """The first IP address of `host` (both servers bind the same one; brackets removed for IPv6)."""
+    host = host.strip("[]")
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror as error:
+        raise OSError(f"cannot resolve --host {host}: {error}") from None
+
+
+class ModelServer:
+    """The REST and gRPC endpoints over one `ModelManager`, plus the thread that polls the base path.
+
+    Args:
+        manager: the model.
+        host: the address both servers bind (127.0.0.1 by default: reachable from this machine only).
+        rest_port: the REST port (0: a free one, see `rest_port` after `start()`).
+        grpc_port: the gRPC port (0: a free one).
+        poll_wait_seconds: seconds between polls of the base path; 0 polls once, at start.
+        max_body_bytes: the largest request body (REST) or message (gRPC) accepted.
+        rest_threads: waitress worker threads (requests answered at once).
+        grpc_threads: gRPC worker threads.
+
+    Example:
+        server = ModelServer(ModelManager("mfn4rec", "saved_models/mfn4rec"), rest_port=0, grpc_port=0)
+        server.start(); ...; server.stop()
+    """
+
+    def __init__(self, manager, host="127.0.0.1", rest_port=8501, grpc_port=8500, poll_wait_seconds=1.0,
+                 max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16):
+        self.manager = manager
+        self.host = host
+        self.rest_port = rest_port
+        self.grpc_port = grpc_port
+        self.poll_wait_seconds = poll_wait_seconds
+        self.max_body_bytes = max_body_bytes
+        self.rest_threads = rest_threads
+        self.grpc_threads = grpc_threads
+        self._stopping = threading.Event()
+        self._poller = None
+        self._rest = None
+        self._grpc = None
+
+    def start(self):
+        """Loads the current versions, then opens both ports; returns once they accept requests.
+
+        Raises:
+            OSError: a port cannot be bound or the host not resolved.
+        """
+        address = _resolve_host(self.host)
+        self.manager.poll()
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.grpc_threads, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", self.max_body_bytes), ("grpc.so_reuseport", 0)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.manager), self._grpc)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
+        grpc_address = f"[{address}]:{self.grpc_port}" if ":" in address else f"{address}:{self.grpc_port}"
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(grpc_address)
+        except RuntimeError as error:
+            raise OSError(f"cannot bind the gRPC port {grpc_address}: {error}") from None
+        if not self.grpc_port:
+            raise OSError(f"cannot bind the gRPC port {grpc_address}")
+        try:
+            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes), address, self.rest_port,
+                                     self.rest_threads, self.max_body_bytes)
+        except OSError as error:
+            self._grpc.stop(None)
+            raise OSError(f"cannot bind the REST port {address}:{self.rest_port}: {error}") from None
+        self.rest_port = self._rest.port
+        self._grpc.start()
+        self._rest.start()
+        if self.poll_wait_seconds > 0:
+            self._poller = threading.Thread(target=self._poll_loop, name="version-poller", daemon=True)
+            self._poller.start()
+        host = f"[{address}]" if ":" in address else address
+        LOG.info("Serving model %s (version %s) from %s: REST at http://%s:%d/v1/models/%s, gRPC at %s:%d",
+                 self.manager.name, ", ".join(map(str, self.manager.loaded_versions)) or "none yet",
+                 self.manager.base_path, host, self.rest_port, self.manager.name, host, self.grpc_port)
+        return self
+
+    def _poll_loop(self):
+        while not self._stopping.wait(self.poll_wait_seconds):
+            try:
+                self.manager.poll()
+            except Exception:  # a failed poll is logged; the next one may succeed
+                LOG.exception("Polling %s failed", self.manager.base_path)
+
+    def stop(self, grace=5.0):
+        """Stops polling, finishes the requests under way (up to `grace` s for gRPC), unloads."""
+        self._stopping.set()
+        grpc_stopped = self._grpc.stop(grace) if self._grpc is not None else None  # refuses new calls at once
+        if self._rest is not None:
+            self._rest.stop()
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
+        if self._poller is not None:
+            self._poller.join()
+        self.manager.unload_all()
+        LOG.info("Stopped serving model %s", self.manager.name)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

@@ -1,0 +1,380 @@
+"""The versions of one model: loading a SavedModel version, its signatures, polling and hot reload.
+
+`ModelManager` serves the `num_versions` highest integer directories under a base path (other
+names, such as an exporter's `.staging-*` directories, are ignored). Each `poll()` loads a new
+version beside the served ones; it takes over only once it has loaded, and older ones are then
+unloaded. A version that fails to load is reported by `status()` (state END, with the error) and
+the versions already loaded keep serving; it is tried again when its directory changes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from mfn4rec_tf.serve._common import (
+    _GRPC_CODE,
+    _VERSION_DIR,
+    DEFAULT_SIGNATURE,
+    LOG,
+    SERVE_TAG,
+    SIGNATURE_DEF_FIELD,
+    ServingError,
+    _invalid,
+    _not_found,
+)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a signature, as its SignatureDef's TensorInfo states it.
+
+    Args:
+        dtype: the `tf.DType`, or None for a DT_INVALID TensorInfo (an init op's output).
+        shape: one int or None (unknown size) per dimension, or None for an unknown rank.
+        dense: False for sparse or composite tensors (which requests cannot carry).
+    """
+
+    dtype: tf.DType | None
+    shape: tuple | None
+    dense: bool = True
+
+    @classmethod
+    def from_tensor_info(cls, info):
+        """The spec of a `tensorflow.TensorInfo` proto."""
+        dtype = tf.dtypes.as_dtype(info.dtype) if info.dtype else None
+        shape = None if info.tensor_shape.unknown_rank else tuple(
+            None if dim.size < 0 else dim.size for dim in info.tensor_shape.dim)
+        return cls(dtype, shape, info.WhichOneof("encoding") == "name")
+
+    def describe(self):
+        """The shape as TF Serving's metadata shows it: [-1,3] (-1 = any size), [?] for any rank."""
+        return _shape_string(self.shape)
+
+
+def _shape_string(shape):
+    if shape is None:
+        return "[?]"
+    return "[" + ",".join("-1" if size is None else str(size) for size in shape) + "]"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable signature of a loaded version.
+
+    Args:
+        name: the signature key (`serving_default`, ...).
+        inputs: input name -> `TensorSpec`.
+        outputs: output name -> `TensorSpec`.
+        function: the SavedModel's concrete function; it takes the inputs as keyword tensors and
+            returns a dict of output tensors. Concrete functions are safe to call from several
+            threads at once, so calls take no lock.
+    """
+
+    name: str
+    inputs: dict
+    outputs: dict
+    function: object
+
+    def check_inputs(self, arrays):
+        """Raises INVALID_ARGUMENT unless `arrays` has exactly the inputs, in shapes the signature takes."""
+        given, wanted = set(arrays), set(self.inputs)
+        if given != wanted:
+            raise _invalid(
+                f"Signature '{self.name}' takes the inputs {sorted(wanted)}; the request has {sorted(given)}"
+                + (f" (missing: {sorted(wanted - given)})" if wanted - given else "")
+                + (f" (unknown: {sorted(given - wanted)})" if given - wanted else "") + ".")
+        for name, array in arrays.items():
+            spec = self.inputs[name]
+            if not spec.dense or spec.dtype is None:
+                raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
+                               "server takes dense inputs only.")
+            if spec.shape is not None and (len(spec.shape) != array.ndim or any(
+                    size is not None and size != got for size, got in zip(spec.shape, array.shape))):
+                raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; "
+                               f"got shape {_shape_string(array.shape)}.")
+
+    def run(self, arrays):
+        """Calls the signature on checked NumPy inputs; returns output name -> NumPy array.
+
+        Raises:
+            ServingError: with the code of a TensorFlow error raised while running (a runtime
+                InvalidArgument, e.g. a top-k larger than the catalogue, is INVALID_ARGUMENT).
+        """
+        self.check_inputs(arrays)
+        try:
+            tensors = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in arrays.items()}
+            result = self.function(**tensors)
+        except tf.errors.OpError as error:
+            raise ServingError(_GRPC_CODE.get(error.error_code, grpc.StatusCode.INTERNAL), error.message) from error
+        return {name: value.numpy() for name, value in result.items()}
+
+
+@dataclass(frozen=True)
+class ServableVersion:
+    """One loaded version of the model.
+
+    Args:
+        version: the version number (the directory's name).
+        path: the version directory.
+        signatures: signature name -> `Signature` (the callable ones).
+        signature_def_map: every SignatureDef of the serving MetaGraph (`__saved_model_init_op`
+            included), as `GetModelMetadata` returns it.
+        saved_model: the loaded object; holding it keeps the variables and tables alive.
+    """
+
+    version: int
+    path: Path
+    signatures: dict
+    signature_def_map: get_model_metadata_pb2.SignatureDefMap
+    saved_model: object
+
+    def signature(self, name):
+        """The signature `name` ('' or None: `serving_default`); INVALID_ARGUMENT if there is none."""
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise _invalid(f'Serving signature name: "{name}" not found in signature def '
+                           f"(this version has: {', '.join(sorted(self.signatures)) or 'none'})")
+        return self.signatures[name]
+
+
+def read_meta_graph(path, tag=SERVE_TAG):
+    """The MetaGraphDef tagged `tag` of the SavedModel in `path` (saved_model.pb or .pbtxt).
+
+    Raises:
+        ValueError: no SavedModel in `path`, or none of its MetaGraphs has the tag.
+    """
+    path = Path(path)
+    saved_model = saved_model_pb2.SavedModel()
+    if (path / "saved_model.pb").is_file():
+        saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+    elif (path / "saved_model.pbtxt").is_file():
+        text_format.Parse((path / "saved_model.pbtxt").read_text(), saved_model)
+    else:
+        raise ValueError(f"{path} holds no saved_model.pb or saved_model.pbtxt")
+    for meta_graph in saved_model.meta_graphs:
+        if tag in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise ValueError(f"the SavedModel in {path} has no MetaGraph tagged '{tag}'")
+
+
+def load_version(path, version):
+    """Loads the SavedModel in `path` as `version`; returns a `ServableVersion`.
+
+    The returned object is complete (every signature callable) or this raises: a caller that
+    swaps it in after the call never serves a half-loaded version.
+    """
+    meta_graph = read_meta_graph(path)
+    saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+    signatures = {}
+    for name, function in saved_model.signatures.items():
+        signature_def = meta_graph.signature_def.get(name)
+        if signature_def is None:
+            continue
+        signatures[name] = Signature(
+            name,
+            {key: TensorSpec.from_tensor_info(info) for key, info in signature_def.inputs.items()},
+            {key: TensorSpec.from_tensor_info(info) for key, info in signature_def.outputs.items()},
+            function)
+    signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, signature_def in meta_graph.signature_def.items():
+        signature_def_map.signature_def[name].CopyFrom(signature_def)
+    return ServableVersion(int(version), Path(path), signatures, signature_def_map, saved_model)
+
+
+def _fingerprint(path):
+    """Changes when a version directory's content does (retrying a failed load is worth it then)."""
+    parts = []
+    for item in (path, path / "saved_model.pb", path / "saved_model.pbtxt", path / "variables",
+                 path / "variables" / "variables.index"):
+        try:
+            stat = item.stat()
+            parts.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
+
+
+class ModelManager:
+    """The versions of one model: which are loaded, their states, polling the base path.
+
+    Reads never lock: the loaded versions are one dict that the poller replaces as a whole (after a
+    complete load, or to drop a version); a request takes the dict once and holds its version until
+    it is answered, so an unloaded version finishes the requests already under way.
+
+    Args:
+        name: the model name of the URLs and model specs.
+        base_path: the directory holding `<integer version>/` SavedModel directories.
+        num_versions: how many of the highest versions to serve at once.
+        labels: version label -> version number (`/labels/L` in URLs, `version_label` in specs).
+        loader: `loader(path, version) -> ServableVersion`; it raises if the version cannot be served.
+    """
+
+    def __init__(self, name, base_path, num_versions=1, labels=None, loader=load_version):
+        if num_versions < 1:
+            raise ValueError(f"`num_versions` must be at least 1. Received: num_versions={num_versions!r}")
+        self.name = name
+        self.base_path = Path(base_path)
+        self.num_versions = num_versions
+        self.labels = dict(labels or {})
+        self._loader = loader
+        self._servables = {}  # version -> ServableVersion; replaced, never changed in place
+        self._states = {}  # version -> (state name, error code name, error message)
+        self._failed = {}  # version -> fingerprint of its directory when its load failed
+        self._state_lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._missing_base_logged = False
+
+    @property
+    def loaded_versions(self):
+        """The versions being served, highest first."""
+        return sorted(self._servables, reverse=True)
+
+    def scan(self):
+        """Version number -> directory, for the integer-named directories under the base path."""
+        try:
+            entries = list(os.scandir(self.base_path))
+        except OSError as error:
+            if not self._missing_base_logged:
+                LOG.warning("Cannot list the base path of model %s: %s", self.name, error)
+                self._missing_base_logged = True
+            return {}
+        self._missing_base_logged = False
+        return {int(entry.name): Path(entry.path) for entry in entries
+                if _VERSION_DIR.fullmatch(entry.name) and entry.is_dir()}
+
+    def poll(self):
+        """One pass: loads the aspired versions not loaded yet, then unloads the ones no longer needed."""
+        with self._poll_lock:
+            on_disk = self.scan()
+            aspired = sorted(on_disk, reverse=True)[: self.num_versions]
+            for version in sorted(aspired):
+                if version in self._servables:
+                    continue
+                fingerprint = _fingerprint(on_disk[version])
+                if self._failed.get(version) == fingerprint:
+                    continue  # failed before and unchanged since
+                self._load(version, on_disk[version], fingerprint)
+            present = [version for version in self._servables if version in on_disk]
+            keep = set(sorted(present, reverse=True)[: self.num_versions]) or set(self._servables)
+            for version in sorted(set(self._servables) - keep):
+                self._unload(version)
+
+    def _load(self, version, path, fingerprint):
+        self._set_state(version, "LOADING")
+        start = time.perf_counter()
+        try:
+            servable = self._loader(path, version)
+        except Exception as error:
+            self._failed[version] = fingerprint
+            message = f"Failed to load version {version} of model {self.name} from {path}: {error}"
+            self._set_state(version, "END", "UNKNOWN", message)
+            LOG.error("%s; still serving version(s) %s", message, self.loaded_versions or "none")
+            return
+        self._failed.pop(version, None)
+        self._servables = {**self._servables, version: servable}
+        self._set_state(version, "AVAILABLE")
+        LOG.info("Loaded version %d of model %s from %s in %.2f s (signatures: %s)", version, self.name, path,
+                 time.perf_counter() - start, ", ".join(sorted(servable.signatures)))
+
+    def _unload(self, version):
+        self._set_state(version, "UNLOADING")
+        self._servables = {key: value for key, value in self._servables.items() if key != version}
+        self._set_state(version, "END")
+        LOG.info("Unloaded version %d of model %s", version, self.name)
+
+    def unload_all(self):
+        """Unloads every version (at shutdown)."""
+        with self._poll_lock:
+            for version in self.loaded_versions:
+                self._unload(version)
+
+    def _set_state(self, version, state, error_code="OK", error_message=""):
+        with self._state_lock:
+            self._states[version] = (state, error_code, error_message)
+
+    def _check_name(self, name, request):
+        if name != self.name:
+            raise _not_found(f"Servable not found for request: {request} (this server serves model {self.name})")
+
+    def servable(self, name, version=None, label=None):
+        """The loaded version a request names: `version`, the version of `label`, or the latest.
+
+        Raises:
+            ServingError: NOT_FOUND for another model name, a version not loaded, an unknown label.
+        """
+        servables = self._servables  # one snapshot for the whole request
+        if label is not None:
+            self._check_name(name, f"Label({name}, {label})")
+            if label not in self.labels:
+                raise _not_found(f"Unrecognized servable version label: {label} (model {self.name} has "
+                                 f"{', '.join(sorted(self.labels)) or 'no labels'})")
+            version = self.labels[label]
+            if version not in servables:
+                raise _not_found(f"Servable not found for request: Specific({name}, {version}): label {label} "
+                                 f"names version {version}, which is not loaded")
+            return servables[version]
+        if version is None:
+            self._check_name(name, f"Latest({name})")
+            if not servables:
+                raise _not_found(f"Servable not found for request: Latest({name}): no version is loaded")
+            return servables[max(servables)]
+        self._check_name(name, f"Specific({name}, {version})")
+        if version not in servables:
+            raise _not_found(f"Servable not found for request: Specific({name}, {version})")
+        return servables[version]
+
+    def servable_for_spec(self, model_spec):
+        """`servable()` for a `tensorflow.serving.ModelSpec` proto."""
+        choice = model_spec.WhichOneof("version_choice")
+        return self.servable(model_spec.name,
+                             version=model_spec.version.value if choice == "version" else None,
+                             label=model_spec.version_label if choice == "version_label" else None)
+
+    def status(self, name, version=None, label=None):
+        """A `GetModelStatusResponse`: every version seen (highest first), or the one asked for.
+
+        Raises:
+            ServingError: NOT_FOUND for another model name, an unknown label or version.
+        """
+        if name != self.name:
+            raise _not_found(f"Could not find any versions of model {name}")
+        with self._state_lock:
+            states = dict(self._states)
+        if label is not None:
+            if label not in self.labels:
+                raise _not_found(f"Unrecognized servable version label: {label}")
+            version = self.labels[label]
+        if version is not None:
+            if version not in states:
+                raise _not_found(f"Could not find version {version} of model {name}")
+            states = {version: states[version]}
+        if not states:
+            raise _not_found(f"Could not find any versions of model {name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number in sorted(states, reverse=True):
+            state, error_code, error_message = states[number]
+            entry = response.model_version_status.add()
+            entry.version = number
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            entry.status.error_code = tf.errors.UNKNOWN if error_code == "UNKNOWN" else tf.errors.OK
+            entry.status.error_message = error_message
+        return response
+
+    def metadata(self, servable):
+        """The `GetModelMetadataResponse` of a loaded version (its SignatureDefs)."""
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = self.name
+        response.model_spec.version.value = servable.version
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_def_map)
+        return response
+
