@@ -31,15 +31,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
+from training_speed import machine_lines, open_benchmark_data, run_config
 
-from mfn4rec_tf.config import VARIANTS  # noqa: E402
-from mfn4rec_tf.data import RankingInput  # noqa: E402
-from mfn4rec_tf.metrics import KS, RankingMetrics, top_k_items  # noqa: E402
-from mfn4rec_tf.model import with_output_mode  # noqa: E402
-from mfn4rec_tf.splits import make_split  # noqa: E402
-from mfn4rec_tf.training import evaluate_split, new_model  # noqa: E402
-from training_speed import machine_lines, open_benchmark_data, run_config  # noqa: E402
+from mfn4rec_tf.config import VARIANTS
+from mfn4rec_tf.data import RankingInput
+from mfn4rec_tf.metrics import KS, RankingMetrics, top_k_items
+from mfn4rec_tf.model import with_output_mode
+from mfn4rec_tf.splits import make_split
+from mfn4rec_tf.training import evaluate_split, new_model
 
 WARMUP_BATCHES = 2
 

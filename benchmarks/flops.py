@@ -62,7 +62,7 @@ from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mfn4rec_tf.config import PAPER_MODALITIES, VARIANTS, ModelConfig  # noqa: E402
+from mfn4rec_tf.config import PAPER_MODALITIES, VARIANTS, ModelConfig
 
 BACKWARD_FACTOR = 3
 """Training FLOPs = this x forward FLOPs (forward once, backward about twice)."""

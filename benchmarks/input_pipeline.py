@@ -18,14 +18,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
 
-from mfn4rec_tf.config import ModelConfig  # noqa: E402
-from mfn4rec_tf.data import TrainingInput  # noqa: E402
-from mfn4rec_tf.dataset import load_dataset  # noqa: E402
-from mfn4rec_tf.demo import demo_dataset  # noqa: E402
-from mfn4rec_tf.model import build_model  # noqa: E402
-from mfn4rec_tf.splits import make_split  # noqa: E402
+from mfn4rec_tf.config import ModelConfig
+from mfn4rec_tf.data import TrainingInput
+from mfn4rec_tf.dataset import load_dataset
+from mfn4rec_tf.demo import demo_dataset
+from mfn4rec_tf.model import build_model
+from mfn4rec_tf.splits import make_split
 
 
 def main(argv=None):

@@ -28,14 +28,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from mfn4rec_tf.config import ModelConfig  # noqa: E402
-from mfn4rec_tf.layers import ItemLogits  # noqa: E402
-from mfn4rec_tf.model import build_model  # noqa: E402
-from mfn4rec_tf.smoke import generated_batch  # noqa: E402
+from mfn4rec_tf.config import ModelConfig
+from mfn4rec_tf.layers import ItemLogits
+from mfn4rec_tf.model import build_model
+from mfn4rec_tf.smoke import generated_batch
 
 PATHS = (  # (label, variant, memory_mode, gru_implementation)
     ("reference: cell + keras GRUs", "mfn4rec", "cell", "keras"),

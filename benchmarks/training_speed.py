@@ -51,18 +51,18 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from clothing_data import clothing_dataset
+from flops import training_flops_per_event
 
-from clothing_data import clothing_dataset  # noqa: E402
-from flops import training_flops_per_event  # noqa: E402
-from mfn4rec_tf import config as model_config  # noqa: E402
-from mfn4rec_tf.data import TrainingInput, length_bucketed_batches  # noqa: E402
-from mfn4rec_tf.dataset import load_dataset  # noqa: E402
-from mfn4rec_tf.run_config import DataSection, ModelSection, RunConfig, TrainSection  # noqa: E402
-from mfn4rec_tf.splits import make_split  # noqa: E402
-from mfn4rec_tf.training import new_model, training_loss  # noqa: E402
+from mfn4rec_tf import config as model_config
+from mfn4rec_tf.data import TrainingInput, length_bucketed_batches
+from mfn4rec_tf.dataset import load_dataset
+from mfn4rec_tf.run_config import DataSection, ModelSection, RunConfig, TrainSection
+from mfn4rec_tf.splits import make_split
+from mfn4rec_tf.training import new_model, training_loss
 
 REFERENCE = "mfn4rec:cell"
 DEFAULT_VARIANTS = (REFERENCE,) + model_config.VARIANTS
@@ -76,7 +76,7 @@ def machine_lines() -> list:
     """Date, host and software lines that every benchmark prints first."""
     gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
     try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
+        load = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:  # not every platform has it
         load = "load average unknown"
     return [

@@ -15,6 +15,7 @@ _LAZY = {
     "MultiGRU": "mfn4rec_tf.layers",
     "OUTPUT_MODES": "mfn4rec_tf.model",
     "build_model": "mfn4rec_tf.model",
+    "load_model": "mfn4rec_tf.model",
     "model_inputs": "mfn4rec_tf.model",
     "with_output_mode": "mfn4rec_tf.model",
 }

@@ -3,7 +3,7 @@
     python -m mfn4rec_tf.compare --data DIR --protocol paper [--models pop,lstm,mfn4rec,...] [--budget EPOCHS]
         [--patience P] [--modalities image,text] [--config YAML] [--set section.key=value ...] --out OUT
 
-Every model (default: all of `mfn4rec_tf.run_config.MODELS`: `pop`, the paper's baselines and
+Every model (default: every model of `mfn4rec_tf.registry`: `pop`, the paper's baselines and
 SASRec, MFN4Rec and its three ablations) is trained by `training.run_training`, exactly as
 `python -m mfn4rec_tf.fit` trains it, with one shared configuration (defaults < --config < --set <
 the flags) in which only `model.variant` differs: the same data, protocol, modalities, budget
@@ -47,29 +47,25 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import yaml  # noqa: E402
+import yaml
 
-from mfn4rec_tf import training  # noqa: E402
-from mfn4rec_tf._atomic import write_text  # noqa: E402
-from mfn4rec_tf._version import __version__  # noqa: E402
-from mfn4rec_tf.config import BASELINES, VARIANTS, NotApplicable  # noqa: E402
-from mfn4rec_tf.dataset import DatasetError  # noqa: E402
-from mfn4rec_tf.run_config import (  # noqa: E402
-    MODELS,
-    DataSection,
-    RunConfig,
-    TrainSection,
-    flag_overrides,
-    load_config,
-    with_absolute_data_path,
-)
-from mfn4rec_tf.splits import PROTOCOLS, make_split  # noqa: E402
+from mfn4rec_tf import cli, registry, training
+from mfn4rec_tf._atomic import write_text
+from mfn4rec_tf._checks import NotApplicable
+from mfn4rec_tf._version import __version__
+from mfn4rec_tf.cli import one_line as _one_line
+from mfn4rec_tf.cli import read_json as _read_json
+from mfn4rec_tf.run_config import RunConfig
+from mfn4rec_tf.splits import make_split
 
 log = logging.getLogger("mfn4rec_tf.compare")
 
-DEFAULT_MODELS = tuple(dict.fromkeys(("pop", *BASELINES, *VARIANTS, *MODELS)))
-"""Every model of `MODELS`, in the order of the table: `pop`, the baselines (the paper's Table 3
-order, then SASRec), MFN4Rec, its ablations."""
+
+def default_models() -> tuple:
+    """Every model of the registry, in the order of the table: `pop`, the baselines (the paper's
+    Table 3 order, then SASRec), MFN4Rec, its ablations (then any model registered later)."""
+    return registry.names()
+
 
 COLUMNS = ("recall@20", "map@20", "recall@30", "map@30", "ndcg@20", "ndcg@30")
 """The metrics of the table: the paper's four (Tables 3-4), then NDCG at the same cut-offs."""
@@ -117,7 +113,7 @@ class Result:
         run_dir: the run directory (as given under --out), or None.
         seconds: wall time of `run_training` over the sessions this comparison saw (a reused run
             keeps the time recorded when it was trained; None if none was recorded).
-        selected_epoch: the epoch chosen on validation Recall@20 (None for `pop`, which has no epochs).
+        selected_epoch: the epoch chosen on validation Recall@20.
         epochs_run: the epochs of the selection phase.
         valid, test: the run's `metrics.json` entries (fractions), or None.
         error: the traceback of a failed run.
@@ -152,19 +148,19 @@ class Plan:
 # ---- planning: every check before anything is written ----
 
 def parse_models(text) -> tuple:
-    """The models of `--models`: comma-separated names of `MODELS` (duplicates count once).
+    """The models of `--models`: comma-separated names of the registry (duplicates count once).
 
     Raises:
         CompareError: naming the unknown names, or when none is given.
     """
     if text is None:
-        return DEFAULT_MODELS
+        return default_models()
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not names:
-        raise CompareError(f"--models is empty; give comma-separated names of {', '.join(DEFAULT_MODELS)}.")
-    unknown = [name for name in names if name not in MODELS]
+        raise CompareError(f"--models is empty; give comma-separated names of {', '.join(default_models())}.")
+    unknown = [name for name in names if name not in registry.names()]
     if unknown:
-        raise CompareError(f"--models: unknown model(s) {', '.join(unknown)}. Known: {', '.join(DEFAULT_MODELS)}.")
+        raise CompareError(f"--models: unknown model(s) {', '.join(unknown)}. Known: {', '.join(default_models())}.")
     return names
 
 
@@ -174,7 +170,7 @@ def make_plan(args) -> Plan:
     Reads only; nothing under --out is created or changed.
 
     Raises:
-        CompareError, DatasetError, ValueError, KeyError: naming what is wrong.
+        CompareError, DatasetError (a ValueError), ValueError, KeyError: naming what is wrong.
     """
     models = parse_models(args.models)
     out = Path(args.out)
@@ -183,8 +179,7 @@ def make_plan(args) -> Plan:
     for override in args.set:
         if override.partition("=")[0].strip() == "model.variant":
             raise CompareError("--set model.variant: compare sets the variant of each run; choose them with --models.")
-    overrides = list(args.set) + flag_overrides(args, FLAGS)
-    base = with_absolute_data_path(load_config(args.config, overrides + ["model.variant=mfn4rec"]))
+    base = cli.resolve(args, FLAGS, ["model.variant=mfn4rec"])
     dataset = training.open_data(base)
     base.modality_names(dataset)  # an unknown --modalities name is an error, not n/a for every model
     protocol = base.data.protocol
@@ -198,18 +193,17 @@ def make_plan(args) -> Plan:
     for model in models:
         run_dir = out / RUNS_DIR / model
         try:
-            config = with_absolute_data_path(load_config(args.config, overrides + [f"model.variant={model}"]))
+            config = cli.resolve(args, FLAGS, [f"model.variant={model}"])  # with the model's preset
             config.modality_names(dataset)
         except NotApplicable as reason:  # a modality the data lacks, or a setting the model cannot take
             config = base
             entries.append(Entry(model, config, run_dir, None, not_applicable=str(reason)))
             continue
-        if model != "pop":
-            try:
-                config.model_config(dataset)
-            except ValueError as error:
-                raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
-                                   f"(change them, or leave {model} out of --models).") from None
+        try:
+            config.model_config(dataset)
+        except ValueError as error:
+            raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
+                               f"(change them, or leave {model} out of --models).") from None
         entries.append(Entry(model, config, run_dir, _existing_run(run_dir, config)))
 
     counts = dataset.manifest["counts"]
@@ -269,29 +263,10 @@ def _existing_run(run_dir: Path, config: RunConfig) -> str:
 
 def _differences(saved_text: str, config: RunConfig) -> str:
     try:
-        saved = _flat(yaml.safe_load(saved_text) or {})
+        saved = yaml.safe_load(saved_text) or {}
     except yaml.YAMLError:
         return "its config.yaml is not valid YAML"
-    now = _flat(config.to_dict())
-    keys = sorted(set(saved) | set(now))
-    missing = object()
-
-    def show(value):
-        return "absent" if value is missing else repr(value)
-
-    changed = [f"{key}: {show(saved.get(key, missing))} there, {show(now.get(key, missing))} now" for key in keys
-               if saved.get(key, missing) != now.get(key, missing)]
-    return "; ".join(changed) if changed else "config.yaml differs"
-
-
-def _flat(data, prefix=""):
-    flat = {}
-    for key, value in (data.items() if isinstance(data, dict) else ()):
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return cli.differences(saved, config.to_dict()) or "config.yaml differs"
 
 
 def _shared_settings(base: RunConfig) -> dict:
@@ -369,7 +344,7 @@ def _read_run(model, run_dir: Path, how: str) -> Result:
     history = state.get("history") or []
     epochs = sum(1 for row in history if row.get("phase") == "select")
     return Result(model, "ok", note="" if how == "trained" else how, run=how, run_dir=str(run_dir),
-                  selected_epoch=state.get("best_epoch"), epochs_run=epochs if model != "pop" else None,
+                  selected_epoch=state.get("best_epoch"), epochs_run=epochs,
                   valid=metrics.get("valid"), test=metrics.get("test"))
 
 
@@ -410,7 +385,7 @@ def format_markdown(summary: dict, results, command: str) -> str:
          f"read features; bpr, lstm and sasrec read item IDs only, vbpr only `image`)"),
         (f"- Budget: up to {summary['budget']} epoch(s) per model, early stopping after {summary['patience']} "
          f"epoch(s) without a better validation Recall@20 (the selection metric), seed {summary['seed']}; "
-         f"{retrain}. `pop` (the most popular training items) has no training"),
+         f"{retrain}; a model's own preset may differ (`pop` counts items in one epoch and is always retrained)"),
         f"- Date: {summary['date']}. Machine: {summary['machine']}. Software: {summary['software']}",
         f"- Command: `{command}`",
         "",
@@ -476,11 +451,12 @@ def write_outputs(out: Path, summary: dict, results, command: str, argv, plots: 
         title = f"{summary['dataset']['name']}, {summary['protocol']} protocol, test split"
         written.append(compare_plots.plot_comparison(rows, out / "comparison.png", title=title))
         ablation = out / "ablation.png"
-        ran = [r.model for r in results if r.status == "ok" and r.model in VARIANTS]
+        variants = registry.names("mfn4rec")
+        ran = [r.model for r in results if r.status == "ok" and r.model in variants]
         if len(ran) >= 2:
-            written.append(compare_plots.plot_ablation(rows, ablation, VARIANTS, title=title))
+            written.append(compare_plots.plot_ablation(rows, ablation, variants, title=title))
         else:
-            log.info("No ablation chart: it needs at least two of %s with results; %s.", ", ".join(VARIANTS),
+            log.info("No ablation chart: it needs at least two of %s with results; %s.", ", ".join(variants),
                      f"only {ran[0]} has" if ran else "none has")
             if ablation.exists():
                 ablation.unlink()  # an earlier comparison's chart would no longer match the table
@@ -530,31 +506,14 @@ def _seconds(seconds):
     return "?s" if seconds is None else f"{seconds:.0f}s"
 
 
-def _one_line(error) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-
 # ---- command line ----
 
-# flag -> (config key, type, help); defaults are read from the dataclasses, so --help cannot drift.
-FLAGS = {
-    "--data": ("data.path", str, "dataset directory made by pipelines/ (default: the embedded demo dataset)"),
-    "--protocol": ("data.protocol", str, f"split protocol: {', '.join(PROTOCOLS)}"),
-    "--modalities": ("data.modalities", str, ("comma-separated feature modalities to use, or 'none' for item IDs "
-                                              "only; a model needing one that is left out is reported n/a "
-                                              "(default: every modality of the dataset)")),
-    "--budget": ("train.epochs", int, "most epochs of each model's selection phase, the same for every model"),
-    "--patience": ("train.patience", int, "early stopping: epochs without a better validation Recall@20"),
-}
-DEFAULTS = {"data": DataSection(), "train": TrainSection()}
+FLAGS = cli.flags(
+    "--data", "--protocol", "--modalities", "--patience",
+    modalities=("comma-separated feature modalities to use, or 'none' for item IDs only; a model needing one that "
+                "is left out is reported n/a (default: every modality of the dataset)"),
+    budget=("train.epochs", int, "most epochs of each model's selection phase, the same for every model"),
+)
 
 
 def parse_args(argv=None):
@@ -567,14 +526,11 @@ def parse_args(argv=None):
                     "and resumes interrupted ones.",
     )
     parser.add_argument("--out", required=True, help="comparison directory (also where an interrupted one continues)")
-    parser.add_argument("--models", help=f"comma-separated models [default: all: {','.join(DEFAULT_MODELS)}]")
-    parser.add_argument("--config", help="YAML file with data/model/train sections shared by every run (e.g. a "
-                                         "run's config.yaml; its model.variant is replaced per model)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a shared setting, e.g. --set train.seed=1 (repeatable)")
-    for flag, (key, kind, text) in FLAGS.items():
-        section, name = key.split(".")
-        parser.add_argument(flag, type=kind, help=f"{text} [{key}, default: {getattr(DEFAULTS[section], name)}]")
+    parser.add_argument("--models", help=f"comma-separated models [default: all: {','.join(default_models())}]")
+    cli.add_config_arguments(parser, FLAGS,
+                             config_help="YAML file with data/model/train sections shared by every run (e.g. a "
+                                         "run's config.yaml; its model.variant is replaced per model)",
+                             set_help="override a shared setting, e.g. --set train.seed=1 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -587,10 +543,8 @@ def main(argv=None) -> int:
     command = "python -m mfn4rec_tf.compare " + shlex.join(argv)
     try:
         plan = make_plan(args)
-    except (CompareError, DatasetError, ValueError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except cli.USER_ERRORS as error:
+        return cli.fail(error)
 
     out = plan.out
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 FAMILIES = (("recall", "Recall"), ("map", "MAP"))
 """The metric families drawn, one panel each (their scales differ several-fold)."""

@@ -6,52 +6,14 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from mfn4rec_tf._checks import check_positive_int, check_rate
+from mfn4rec_tf import registry
+from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # noqa: F401 (NotApplicable: re-exported)
 
-VARIANTS = ("mfn4rec", "mfn4rec-g", "mfn4rec-m", "mfn4rec-add")
-"""Model variants: the full model and the three ablations of Sec. 4.3."""
+VARIANTS = registry.names("mfn4rec")
+"""Model variants: the full model and the three ablations of Sec. 4.3 (registry family `mfn4rec`)."""
 
-BASELINES = ("bpr", "vbpr", "lstm", "p-rnn", "mv-rnn-con", "mv-rnn-fus", "mv-rnn-3mdae", "vcsrs", "sasrec")
-"""The paper's baselines (Sec. 4.2) and SASRec, built by `mfn4rec_tf.baselines` (see MODEL-NOTES.md)."""
-
-MODEL_MODALITIES = {
-    **{variant: "any" for variant in VARIANTS},
-    "bpr": "none", "lstm": "none", "sasrec": "none",
-    "vbpr": ("image",),
-    "p-rnn": "some", "mv-rnn-con": "some", "mv-rnn-fus": "some", "mv-rnn-3mdae": "some", "vcsrs": "some",
-}
-"""Which feature modalities each model reads: `"any"` (all chosen, zero or more), `"none"` (item IDs
-only; the dataset's features are not fed), `"some"` (all chosen, at least one), or a tuple of the
-modality names it needs (and reads alone)."""
-
-
-class NotApplicable(ValueError):
-    """The model needs a feature modality that the dataset (or the chosen modalities) lack."""
-
-
-def model_modalities(variant: str, available) -> tuple:
-    """The modality names `variant` reads, given the `available` ones (in their order).
-
-    Raises:
-        NotApplicable: the model needs a modality that is not available.
-    """
-    needs = MODEL_MODALITIES.get(variant)
-    if needs is None:
-        raise ValueError(f"Unknown model {variant!r}. Known: {tuple(MODEL_MODALITIES)}")
-    available = tuple(available)
-    if needs == "any":
-        return available
-    if needs == "none":
-        return ()
-    if needs == "some":
-        if not available:
-            raise NotApplicable(f"Model {variant!r} needs at least one feature modality; none is available.")
-        return available
-    missing = [name for name in needs if name not in available]
-    if missing:
-        raise NotApplicable(f"Model {variant!r} needs the modality {missing} (available: {list(available)}).")
-    return tuple(needs)
-
+BASELINES = registry.names("baseline")
+"""The paper's baselines (Sec. 4.2) and SASRec (registry family `baseline`), see `mfn4rec_tf.baselines`."""
 
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
 MEMORY_MODES = ("scan", "cell")
@@ -60,6 +22,8 @@ GRU_IMPLEMENTATIONS = ("fused", "keras")
 """How the per-modality GRUs run: one fused loop over time for all of them (default; fastest on a
 CPU) or each as its own `keras.layers.GRU` (on a GPU: the cuDNN kernel). Same weights, same outputs."""
 ID_INPUT = "item_ids"
+TARGET_MODES = ("all", "last")
+"""`train.targets`: the next item at every position (`all`) or only the last one (`last`)."""
 PRESENCE_SUFFIX = "_present"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -113,9 +77,9 @@ class ModelConfig:
 
     Attributes:
         num_items: catalogue size N. Item indices are 1..N; index 0 is padding.
-        variant: one of `VARIANTS`: `"mfn4rec"` (full), `"mfn4rec-g"` (multi-GRU only),
-            `"mfn4rec-m"` (memory network only), `"mfn4rec-add"` (memory replaced by a sum); or one
-            of `BASELINES` (built by `mfn4rec_tf.baselines`, which read the size fields below as
+        variant: a model of `mfn4rec_tf.registry`: `"mfn4rec"` (full), `"mfn4rec-g"` (multi-GRU
+            only), `"mfn4rec-m"` (memory network only), `"mfn4rec-add"` (memory replaced by a sum),
+            or a baseline (built by `mfn4rec_tf.baselines`, which read the size fields below as
             their docstrings say).
         modalities: the feature modalities beside the item ID; may be empty. Default: image (1000-d)
             and text (100-d), each with a 20-unit GRU.
@@ -149,24 +113,8 @@ class ModelConfig:
     seed: int | None = None
 
     def __post_init__(self):
-        for name in ("num_items", "id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units",
-                     "output_units"):
-            check_positive_int(name, getattr(self, name))
-        if self.variant not in VARIANTS + BASELINES:
-            raise ValueError(f"`variant` must be one of {VARIANTS + BASELINES}. Received: variant={self.variant!r}")
-        if self.memory_mode not in MEMORY_MODES:
-            raise ValueError(f"`memory_mode` must be one of {MEMORY_MODES}. Received: memory_mode={self.memory_mode!r}")
-        if self.gru_implementation not in GRU_IMPLEMENTATIONS:
-            raise ValueError(f"`gru_implementation` must be one of {GRU_IMPLEMENTATIONS}. "
-                             f"Received: gru_implementation={self.gru_implementation!r}")
-        if self.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"`output_activation` must be one of {OUTPUT_ACTIVATIONS}. "
-                f"Received: output_activation={self.output_activation!r}"
-            )
-        check_rate("dropout", self.dropout)
-        if not isinstance(self.gru_reset_after, bool):
-            raise ValueError(f"`gru_reset_after` must be true or false. Received: {self.gru_reset_after!r}")
+        check_positive_int("num_items", self.num_items)
+        check_model_settings(self)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"`seed` must be an integer or None. Received: seed={self.seed!r}")
         modalities = tuple(
@@ -213,6 +161,34 @@ class ModelConfig:
                 raise ValueError(f"`modalities` must be a list. Received: {data['modalities']!r}")
             data["modalities"] = tuple(_modality_from_dict(m) for m in data["modalities"])
         return cls(**data)
+
+
+SIZE_SETTINGS = ("id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units", "output_units")
+
+
+def check_model_settings(settings, prefix: str = "") -> None:
+    """The checks of the model settings, shared by `ModelConfig` and the run configuration's model
+    section (`mfn4rec_tf.run_config`): raises ValueError naming `prefix + field`.
+
+    Args:
+        settings: an object with the fields of `ModelConfig` (`modality_hidden_units` instead of
+            `modalities` for a run configuration's model section).
+        prefix: prepended to the names in the messages (`"model."` for a run configuration).
+    """
+    names = SIZE_SETTINGS + (("modality_hidden_units",) if hasattr(settings, "modality_hidden_units") else ())
+    for name in names:
+        check_positive_int(prefix + name, getattr(settings, name))
+    if settings.variant not in registry.names():
+        raise ValueError(f"`{prefix}variant` must be one of {registry.names()}. Received: variant={settings.variant!r}")
+    choices = {"memory_mode": MEMORY_MODES, "gru_implementation": GRU_IMPLEMENTATIONS,
+               "output_activation": OUTPUT_ACTIVATIONS}
+    for name, allowed in choices.items():
+        value = getattr(settings, name)
+        if value not in allowed:
+            raise ValueError(f"`{prefix}{name}` must be one of {allowed}. Received: {name}={value!r}")
+    check_rate(prefix + "dropout", settings.dropout)
+    if not isinstance(settings.gru_reset_after, bool):
+        raise ValueError(f"`{prefix}gru_reset_after` must be true or false. Received: {settings.gru_reset_after!r}")
 
 
 def _modality_from_dict(data):

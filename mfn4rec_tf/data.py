@@ -23,10 +23,9 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX
+from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, TARGET_MODES
 from mfn4rec_tf.dataset import Dataset
 
-TARGET_MODES = ("all", "last")
 log = logging.getLogger(__name__)
 
 

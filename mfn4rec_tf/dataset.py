@@ -288,7 +288,8 @@ def load_dataset(path, verify_features: bool = False) -> Dataset:
         matrix = dataset.features(info.name)
         if matrix.dtype != np.float32 or matrix.shape != (dataset.num_items + 1, info.dim):
             raise DatasetError(
-                f"{file} must be float32 [{dataset.num_items + 1}, {info.dim}]; found {matrix.dtype} {list(matrix.shape)}."
+                f"{file} must be float32 [{dataset.num_items + 1}, {info.dim}]; "
+                f"found {matrix.dtype} {list(matrix.shape)}."
             )
         if info.presence_file is not None:
             present = dataset.presence(info.name)
@@ -336,7 +337,9 @@ def _check_feature_table(name, table, num_items):
             f"got {list(values.shape)}."
         )
     if table.present is not None and np.shape(table.present) != (num_items + 1,):
-        raise DatasetError(f"presence of modality {name!r} must have {num_items + 1} entries; got {np.shape(table.present)}.")
+        raise DatasetError(
+            f"presence of modality {name!r} must have {num_items + 1} entries; got {np.shape(table.present)}."
+        )
     for start in range(0, values.shape[0], 65536):  # chunked, so a memmap is not read into RAM at once
         chunk = np.asarray(values[start:start + 65536], dtype=np.float32)
         bad = ~np.isfinite(chunk).all(axis=1)

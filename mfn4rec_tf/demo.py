@@ -100,7 +100,8 @@ def generate(spec: DemoSpec = DemoSpec()):
         stamps = np.sort(rng.uniform(start, end, length)).astype(np.int64) + START
         for step in range(length):
             if step:
-                current = int(successor[current]) if rng.random() < spec.style_follow else int(rng.integers(spec.styles))
+                current = (int(successor[current]) if rng.random() < spec.style_follow
+                           else int(rng.integers(spec.styles)))
             wanted = favourite if rng.random() < spec.brand_loyalty else int(rng.integers(spec.brands))
             members, probabilities = pools.get((current, wanted), pools[current])
             items.append(int(rng.choice(members, p=probabilities)))
@@ -152,7 +153,8 @@ def demo_dataset(path=None, seed: int = 0):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mfn4rec_tf.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", help="dataset directory to write (default: the cache, see mfn4rec_tf.demo.default_path)")
+    parser.add_argument("--out",
+                        help="dataset directory to write (default: the cache, see mfn4rec_tf.demo.default_path)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

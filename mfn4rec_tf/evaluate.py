@@ -27,36 +27,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    import keras
-
-    from mfn4rec_tf.dataset import DatasetError
+    from mfn4rec_tf import cli
     from mfn4rec_tf.metrics import format_table
-    from mfn4rec_tf.model import with_output_mode
+    from mfn4rec_tf.model import load_model, with_output_mode
     from mfn4rec_tf.run_config import load_config
     from mfn4rec_tf.splits import make_split
-    from mfn4rec_tf.training import Popularity, RunError, evaluate_split, modality_names, open_data
+    from mfn4rec_tf.training import RunError, evaluate_split, modality_names, open_data
 
     run = Path(args.run)
     try:
         if not (run / "config.yaml").is_file():
             raise RunError(f"{run} is not a run directory (no config.yaml).")
-        overrides = [] if args.exclude_history is None else [f"train.exclude_history={str(args.exclude_history).lower()}"]
-        config = load_config(run / "config.yaml", overrides)
+        config = load_config(run / "config.yaml", cli.boolean_override("train.exclude_history", args.exclude_history))
         dataset = open_data(config)
         names = modality_names(config, dataset)
-        split = make_split(dataset.interactions, config.data.protocol, "validation" if args.split == "valid" else "test")
-        if config.model.variant == "pop":
-            model = Popularity(split.train_sequences, dataset.num_items)
-        else:
-            file = run / ("best.keras" if args.split == "valid" else "model.keras")
-            if not file.is_file():
-                raise RunError(f"{file} does not exist: the run has not finished that phase (resume it with "
-                               f"python -m mfn4rec_tf.fit --out {run} --resume and the same options).")
-            model = with_output_mode(keras.saving.load_model(file), "last")
+        split = make_split(dataset.interactions, config.data.protocol,
+                           "validation" if args.split == "valid" else "test")
+        file = run / ("best.keras" if args.split == "valid" else "model.keras")
+        if not file.is_file():
+            raise RunError(f"{file} does not exist: the run has not finished that phase (resume it with "
+                           f"python -m mfn4rec_tf.fit --out {run} --resume and the same options).")
+        model = with_output_mode(load_model(file), "last")
         result = evaluate_split(model, config, dataset, split, names, progress=not args.json)
-    except (RunError, DatasetError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except cli.USER_ERRORS as error:
+        return cli.fail(error)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -83,7 +83,7 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
 
     Args:
         run_dir: a finished run directory of `python -m mfn4rec_tf.fit` (`config.yaml`,
-            `model.keras`); not a `pop` run, which has no model to serve.
+            `model.keras`), of any model of `mfn4rec_tf.registry`.
         name: the model name: letters, digits, `.`, `_` and `-`, not starting with `.` or `-`.
         base: the directory of served models. Default `"saved_models"`.
         version: the positive integer version to write. Default `None`: one more than the highest
@@ -213,8 +213,6 @@ def _read_run(run_dir):
     from mfn4rec_tf.run_config import load_config  # imports TensorFlow: after the quick checks
 
     config = load_config(run_dir / "config.yaml")
-    if config.model.variant == "pop":
-        raise ExportError(f"{run_dir} is a `pop` run: it has no model to export (popularity needs no serving graph).")
     if not (run_dir / "model.keras").is_file():
         raise ExportError(f"{run_dir} has no model.keras: the run has not finished (resume it with "
                           f"python -m mfn4rec_tf.fit --out {run_dir} --resume).")
@@ -258,7 +256,7 @@ def _prepare_export(run_dir, config, k, exclude_seen) -> _Export:
     import numpy as np
     import tensorflow as tf
 
-    from mfn4rec_tf.model import with_output_mode
+    from mfn4rec_tf.model import load_model, with_output_mode
     from mfn4rec_tf.splits import make_split
     from mfn4rec_tf.training import open_data
 
@@ -274,7 +272,7 @@ def _prepare_export(run_dir, config, k, exclude_seen) -> _Export:
     log.info("Loading %s (%s, %d items, modalities %s)", run_dir / "model.keras", config.model.variant,
              num_items, list(names) or "none")
     try:
-        model = keras.saving.load_model(run_dir / "model.keras")
+        model = load_model(run_dir / "model.keras")
         ranker = with_output_mode(model, "last")
     except Exception as error:  # Keras raises several types for an unreadable or foreign file
         raise ExportError(f"{run_dir / 'model.keras'} cannot be loaded as a model of this package: {error}") from None
@@ -513,16 +511,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from mfn4rec_tf.dataset import DatasetError
+    from mfn4rec_tf import cli
 
     started = time.perf_counter()
     try:
         path = export_run(args.run, args.name, base=args.base, version=args.version, k=args.k,
                           exclude_seen=args.exclude_seen)
-    except (ExportError, DatasetError, ValueError, KeyError, OSError) as error:  # OSError: e.g. --base unwritable
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except (*cli.USER_ERRORS, OSError) as error:
+        # ExportError, DatasetError are ValueErrors; OSError: --base unwritable
+        return cli.fail(error)
     except KeyboardInterrupt:
         print("error: interrupted; no version was published", file=sys.stderr)
         return 130

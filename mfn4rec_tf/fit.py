@@ -16,57 +16,22 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mfn4rec_tf.dataset import DatasetError  # noqa: E402
-from mfn4rec_tf.run_config import (  # noqa: E402
-    MODELS,
-    STRATEGIES,
-    DataSection,
-    ModelSection,
-    TrainSection,
-    flag_overrides,
-    load_config,
-    with_absolute_data_path,
-)
-from mfn4rec_tf.splits import PROTOCOLS  # noqa: E402
+from mfn4rec_tf import cli
 
 log = logging.getLogger("mfn4rec_tf.fit")
 
-# flag -> (config key, type, help); defaults are read from the dataclasses, so --help cannot drift.
-FLAGS = {
-    "--data": ("data.path", str, "dataset directory made by pipelines/ (default: the embedded demo dataset)"),
-    "--protocol": ("data.protocol", str, f"split protocol: {', '.join(PROTOCOLS)}"),
-    "--modalities": ("data.modalities", str, "comma-separated feature modalities to use, or 'none' for item IDs "
-                                             "only (default: every modality of the dataset)"),
-    "--max-length": ("data.max_length", int, "longest history fed to the model"),
-    "--model": ("model.variant", str, f"model: {', '.join(MODELS)}"),
-    "--dropout": ("model.dropout", float, "dropout of every FC block"),
-    "--epochs": ("train.epochs", int, "most epochs of the selection phase"),
-    "--batch-size": ("train.batch_size", int, "sequences per batch"),
-    "--learning-rate": ("train.learning_rate", float, "Adam learning rate"),
-    "--targets": ("train.targets", str, "train on the next item at every position (all) or the last one (last)"),
-    "--patience": ("train.patience", int, "early stopping: epochs without a better validation Recall@20"),
-    "--seed": ("train.seed", int, "seed of weights, dropout and batch order"),
-    "--strategy": ("train.strategy", str, f"distribution strategy: {', '.join(STRATEGIES)}"),
-}
-DEFAULTS = {"data": DataSection(), "model": ModelSection(), "train": TrainSection()}
-
-
-def _default(key):
-    section, name = key.split(".")
-    return getattr(DEFAULTS[section], name)
+FLAGS = cli.flags("--data", "--protocol", "--modalities", "--max-length", "--model", "--dropout", "--epochs",
+                  "--batch-size", "--learning-rate", "--targets", "--patience", "--seed", "--strategy")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m mfn4rec_tf.fit",
         description="Train a model, select it on validation Recall@20, and report full-ranking metrics on "
-                    "the test split. Settings: defaults < --config YAML < --set < the flags below.",
+                    "the test split. Settings: defaults < the model's preset < --config YAML < --set < the flags "
+                    "below.",
     )
-    parser.add_argument("--config", help="YAML file with data/model/train sections (e.g. a run's config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any setting, e.g. --set model.memory_dim=32 (repeatable)")
-    for flag, (key, kind, text) in FLAGS.items():
-        parser.add_argument(flag, type=kind, help=f"{text} [{key}, default: {_default(key)}]")
+    cli.add_config_arguments(parser, FLAGS)
     parser.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=None,
                         help="retrain on train + validation for the selected epochs before testing "
                              "[train.retrain, default: yes for the paper protocol, no otherwise]")
@@ -81,13 +46,10 @@ def parse_args(argv=None):
 
 
 def resolve(args):
-    """The run configuration from defaults, --config, --set and the flags, in that order."""
-    overrides = list(args.set) + flag_overrides(args, FLAGS)
-    if args.retrain is not None:
-        overrides.append(f"train.retrain={str(args.retrain).lower()}")
-    if args.exclude_history is not None:
-        overrides.append(f"train.exclude_history={str(args.exclude_history).lower()}")
-    return with_absolute_data_path(load_config(args.config, overrides))  # evaluate/--resume work from anywhere
+    """The run configuration from defaults, the model's preset, --config, --set and the flags, in that order."""
+    extra = (cli.boolean_override("train.retrain", args.retrain)
+             + cli.boolean_override("train.exclude_history", args.exclude_history))
+    return cli.resolve(args, FLAGS, extra)  # data.path absolute: evaluate/--resume work from anywhere
 
 
 def main(argv=None) -> int:
@@ -107,10 +69,8 @@ def main(argv=None) -> int:
         out = Path(args.out or f"runs/{config.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}")
         started = time.perf_counter()
         result = run_training(config, out, resume=args.resume, progress=not args.quiet)
-    except (RunError, DatasetError, ValueError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except cli.USER_ERRORS as error:
+        return cli.fail(error)
     data = config.data.path or f"embedded demo (seed {config.data.demo_seed})"
     print(f"\n{config.model.variant} on {data}, {config.data.protocol} protocol — test split (validation-selected):")
     print(format_table(result["test"]))

@@ -1,4 +1,4 @@
-"""Full-ranking metrics over every item, padding excluded (MODEL-NOTES.md, "Metrics").
+"""Full-ranking metrics over every item, padding excluded (docs/model.md#metrics).
 
 Every user gets one ranked list R_u of the K best-scored items among ALL items 1..N (item index 0
 is padding and is never ranked, whatever its logit). With T_u the user's de-duplicated target set
@@ -20,12 +20,10 @@ target per user (leave-one-out) Recall@K = HR@K.
 Decisions a caller must know:
 
 - Ranking and ties: items are ordered by score, descending; equal scores are ordered by the LOWER
-  item index first. `tf.math.top_k` documents the same rule (and follows it on CPU here), but the
-  rule regressed once (tensorflow/tensorflow#12003) and is not checked for every device's kernel,
-  so `top_k_items` does not rely on it: it finds the K-th largest score per row with
-  `np.partition` (a value, the same whatever the tie order), keeps every item above it, fills the
-  rest with the lowest-index items equal to it, and orders those K with a stable sort. It runs in
-  NumPy on the host, so the ranking does not depend on the device that computed the logits.
+  item index first. `top_k_items` ranks with `tf.math.top_k`, whose kernel
+  documents and follows that rule; the rule once regressed (tensorflow/tensorflow#12003), so
+  `tests/test_metrics.py` checks it on ties against a NumPy stable sort. The scores are copied to
+  the host first (NumPy), and the tie rule is the one checked there.
 - Candidates: an item whose score is -inf is not a candidate. Index 0 and the `exclude` items get
   -inf; an item the model itself scores -inf is likewise never recommended. When fewer than K
   candidates exist (K > N, or many exclusions), the trailing slots of R_u hold 0 ("no item").

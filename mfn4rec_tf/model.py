@@ -9,7 +9,7 @@ Data flow of the full model (`variant="mfn4rec"`), shapes for the paper's defaul
                             FC_out([h_t, u_t]) (Eq. 10) ──> h_out (B, T, 20)  <┘
                             ItemLogits (Eq. 11) ──> logits (B, T, N + 1)  or, at the last valid step, (B, N + 1)
 
-Variants (Sec. 4.3, read as MODEL-NOTES.md):
+Variants (Sec. 4.3, read as docs/model.md#ablation-variants explains):
     mfn4rec-g    h_out = FC_out(h_t): no memory network.
     mfn4rec-m    no GRUs: each modality is projected per step (Dense, tanh) to its hidden size, and
                  h_out = FC_out(u_t).
@@ -20,39 +20,29 @@ from __future__ import annotations
 
 import keras
 
-from mfn4rec_tf.config import BASELINES, ID_INPUT, PRESENCE_SUFFIX, ModelConfig
+from mfn4rec_tf import registry
+from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig
+from mfn4rec_tf.heads import (  # noqa: F401  (re-exported: the model API of the package)
+    OUTPUT_MODES,
+    check_output_mode,
+    concatenate,
+    load_model,
+    model_head,
+    model_inputs,
+    with_output_mode,
+)
 from mfn4rec_tf.layers import (
     AppendPresence,
     FullyConnected,
     GatedMemory,
     ItemLogits,
-    LastValidStep,
     MultiGRU,
     PaddingMask,
 )
 
-OUTPUT_MODES = ("sequence", "last")
-"""`sequence`: logits at every position (training on every prefix); `last`: at the last valid step."""
-
-
-def model_inputs(config: ModelConfig) -> dict:
-    """The named `keras.Input`s of a model built from `config`.
-
-    - `item_ids`: `(batch, steps)` int32 item indices, 0 = padding.
-    - one `(batch, steps, dim)` float32 input per feature modality, named after it.
-    - `<name>_present`: `(batch, steps)` float32, for each modality with `presence=True`.
-    """
-    inputs = {ID_INPUT: keras.Input(shape=(None,), dtype="int32", name=ID_INPUT)}
-    for modality in config.modalities:
-        inputs[modality.name] = keras.Input(shape=(None, modality.dim), dtype="float32", name=modality.name)
-        if modality.presence:
-            name = modality.name + PRESENCE_SUFFIX
-            inputs[name] = keras.Input(shape=(None,), dtype="float32", name=name)
-    return inputs
-
 
 def build_model(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
-    """Builds the functional model of `config.variant` (an MFN4Rec variant or a baseline).
+    """Builds the functional model of `config.variant`: any model of `mfn4rec_tf.registry`.
 
     Args:
         config: the model configuration.
@@ -76,11 +66,19 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
     >>> tuple(out["logits"].shape), tuple(out["user_representation"].shape)
     ((1, 51), (1, 20))
     """
-    _check_output_mode(output_mode)
-    if config.variant in BASELINES:
-        from mfn4rec_tf.baselines import build_baseline
+    check_output_mode(output_mode)
+    return registry.get(config.variant).build(config, output_mode, item_features=item_features)
 
-        return build_baseline(config, output_mode, item_features=item_features)
+
+def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
+    """The builder of MFN4Rec and its ablations (`config.variant` of the `mfn4rec` family).
+
+    `item_features` is not read: MFN4Rec scores items by their ID vectors (Eq. 11).
+    """
+    check_output_mode(output_mode)
+    if registry.get(config.variant).builder != f"{__name__}:build_mfn4rec":
+        raise ValueError(f"build_mfn4rec builds the MFN4Rec variants {registry.names('mfn4rec')}. "
+                         f"Received: variant={config.variant!r}")
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])  # (B, T)
 
@@ -108,7 +106,7 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
                           implementation=config.gru_implementation, name="multi_gru")(
             streams, mask=mask
         )
-    states = _concatenate(hidden, "hidden_states")  # h_t: (B, T, sum of hidden sizes)
+    states = concatenate(hidden, "hidden_states")  # h_t: (B, T, sum of hidden sizes)
 
     if config.variant in ("mfn4rec", "mfn4rec-m"):
         memory = GatedMemory(
@@ -130,7 +128,7 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
     elif memory is None:
         fused = states
     else:
-        fused = _concatenate([states, memory], "fused_states")  # Eq. 10 input: (B, T, sum + d_mem)
+        fused = concatenate([states, memory], "fused_states")  # Eq. 10 input: (B, T, sum + d_mem)
     h_out = FullyConnected(
         config.output_units,
         activation=config.output_activation,
@@ -142,54 +140,3 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
     logits_layer = ItemLogits(config.vocabulary_size, name="item_logits")
     outputs = model_head(h_out, mask, logits_layer, output_mode)
     return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
-
-
-def with_output_mode(model: keras.Model, output_mode: str) -> keras.Model:
-    """A model over the same layers (hence the same weights) as `model`, in another output mode.
-
-    Works on a model from `build_model` or one loaded from a `.keras` file. Training either model
-    trains both.
-    """
-    _check_output_mode(output_mode)
-    try:
-        h_out = model.get_layer("fc_out").output
-        mask = model.get_layer("padding_mask").output
-        logits_layer = model.get_layer("item_logits")
-    except (ValueError, AttributeError) as error:
-        raise ValueError(
-            f"`model` ({model.name!r}) is not a functional model from `build_model`: {error}"
-        ) from error
-    return keras.Model(model.input, model_head(h_out, mask, logits_layer, output_mode), name=model.name)
-
-
-def model_head(h_out, mask, logits_layer, output_mode):
-    """The outputs of every model of the package: `{"logits", "user_representation"}` at every step
-    or at the last valid one.
-
-    `h_out` is the user representation per step (the output of the layer named `fc_out`), `mask`
-    the output of the layer named `padding_mask`, `logits_layer` the layer named `item_logits`.
-    Every builder (MFN4Rec and the baselines) names its layers so, which lets `with_output_mode`
-    rebuild the other output mode over the same layers.
-    """
-    if output_mode == "last":
-        h_out = LastValidStep(name="last_valid_step")(h_out, mask)  # (B, output_units)
-    return {"logits": logits_layer(h_out), "user_representation": h_out}
-
-
-def _concatenate(tensors, name):
-    if len(tensors) == 1:
-        return tensors[0]
-    return keras.layers.Concatenate(axis=-1, name=name)(tensors)
-
-
-def _check_output_mode(output_mode):
-    if output_mode not in OUTPUT_MODES:
-        raise ValueError(f"`output_mode` must be one of {OUTPUT_MODES}. Received: output_mode={output_mode!r}")
-
-
-# Saved baselines hold Keras classes defined in `mfn4rec_tf.baselines`; importing them here registers
-# those classes for every loader of saved models (evaluate, export, fit --resume), which all import
-# this module. (The baseline modules import this one lazily or at its end, so there is no cycle.)
-import mfn4rec_tf.baselines.bpr  # noqa: E402,F401
-import mfn4rec_tf.baselines.multimodal  # noqa: E402,F401
-import mfn4rec_tf.baselines.sequential  # noqa: E402,F401

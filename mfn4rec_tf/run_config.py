@@ -1,12 +1,14 @@
 """The configuration of a training run: nested dataclasses, the only route for hyperparameters.
 
-Override order: defaults < YAML file (`--config`) < command-line flags (`--set section.key=value`
-and the named flags of `python -m mfn4rec_tf.fit`). Unknown keys are errors that name the key. The
+Override order: defaults < the chosen model's preset (its `mfn4rec_tf.registry` entry) < YAML file
+(`--config`) < command-line flags (`--set section.key=value` and the named flags of the commands).
+Unknown keys are errors that name the key. The
 resolved configuration is written beside the run's outputs (`config.yaml`), and that file is a
 valid `--config` for another run.
 
 The model section holds everything of `ModelConfig` except what the dataset decides (the number of
-items and the feature modalities and their widths).
+items and the feature modalities and their widths); it is derived from `ModelConfig`, and both are
+checked by `config.check_model_settings`. Reading a configuration does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from pathlib import Path
 
 import yaml
 
-from mfn4rec_tf._checks import check_positive_int, check_rate
-from mfn4rec_tf.config import BASELINES, GRU_IMPLEMENTATIONS, MEMORY_MODES, OUTPUT_ACTIVATIONS, VARIANTS, ModelConfig, NotApplicable, model_modalities
-from mfn4rec_tf.data import TARGET_MODES
+from mfn4rec_tf import registry
+from mfn4rec_tf._checks import NotApplicable, check_positive_int
+from mfn4rec_tf.config import TARGET_MODES, ModalityConfig, ModelConfig, check_model_settings
 from mfn4rec_tf.splits import PROTOCOLS
 
-MODELS = VARIANTS + BASELINES + ("pop",)
 STRATEGIES = ("none", "mirrored")
-SASREC_MAX_POSITIONS = 512  # mfn4rec_tf.baselines.sequential.MAX_POSITIONS (kept in sync by a test)
+
+
+def __getattr__(name):
+    if name == "MODELS":  # every registered model, at the time of asking
+        return registry.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -35,7 +41,7 @@ class DataSection:
     Attributes:
         path: dataset directory (from `pipelines/`); `None` = the embedded demo dataset.
         demo_seed: seed of the demo dataset when `path` is None.
-        protocol: `paper`, `user-ratio` or `leave-one-out` (MODEL-NOTES.md).
+        protocol: `paper`, `user-ratio` or `leave-one-out` (docs/model.md#protocols).
         modalities: feature modalities to use (default: every one the dataset has; `[]` = IDs only).
         max_length: longest history fed to the model (the most recent items are kept).
     """
@@ -47,26 +53,35 @@ class DataSection:
     max_length: int = 100
 
 
-@dataclass
-class ModelSection:
-    """The model: `ModelConfig` without what the data decides. Defaults are the paper's.
+DATA_DECIDED = ("num_items", "modalities", "seed")
+"""The `ModelConfig` fields a run does not set in its model section: the dataset decides the catalogue
+and the modalities, `train.seed` the seed."""
 
-    `variant` is one of the MFN4Rec variants, one of the paper's baselines (`mfn4rec_tf.baselines`,
-    which read the size fields as their docstrings say) or `pop` (most popular training items).
-    """
 
-    variant: str = "mfn4rec"
-    id_embedding_dim: int = 25
-    id_hidden_units: int = 20
-    modality_hidden_units: int = 20
-    memory_dim: int = 20
-    fc_hidden_units: int = 50
-    output_units: int = 20
-    output_activation: str = "linear"
-    dropout: float = 0.3
-    gru_reset_after: bool = True
-    memory_mode: str = "scan"
-    gru_implementation: str = "fused"
+def _model_section_fields():
+    """`ModelConfig`'s fields less `DATA_DECIDED`, with `modality_hidden_units` (every modality's
+    hidden size, `ModalityConfig.hidden_units`) after `id_hidden_units`."""
+    hints = typing.get_type_hints(ModelConfig)
+    modality_default = next(f.default for f in dataclasses.fields(ModalityConfig) if f.name == "hidden_units")
+    fields = []
+    for field_ in dataclasses.fields(ModelConfig):
+        if field_.name in DATA_DECIDED:
+            continue
+        fields.append((field_.name, hints[field_.name], field(default=field_.default)))
+        if field_.name == "id_hidden_units":
+            fields.append(("modality_hidden_units", int, field(default=modality_default)))
+    return fields
+
+
+ModelSection = dataclasses.make_dataclass("ModelSection", _model_section_fields())
+ModelSection.__module__ = __name__
+ModelSection.__doc__ = """The model: `ModelConfig` without what the data decides (`DATA_DECIDED`), and with
+`modality_hidden_units` for every modality's GRU. Derived from `ModelConfig`, so the two cannot drift;
+defaults are the paper's, and a model's registry preset may change them (`load_config`).
+
+`variant` is any model of `mfn4rec_tf.registry`: an MFN4Rec variant, one of the paper's baselines
+(`mfn4rec_tf.baselines`, which read the size fields as their docstrings say) or `pop`.
+"""
 
 
 @dataclass
@@ -118,22 +133,11 @@ class RunConfig:
         if self.data.modalities is not None and not isinstance(self.data.modalities, list):
             raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
         check_positive_int("data.max_length", self.data.max_length)
-        if self.model.variant == "sasrec" and self.data.max_length > SASREC_MAX_POSITIONS:
-            raise NotApplicable(f"`data.max_length` must be <= {SASREC_MAX_POSITIONS} for sasrec (its table of learned "
-                             f"positions). Received: {self.data.max_length}")
-        if self.model.variant not in MODELS:
-            raise ValueError(f"`model.variant` must be one of {MODELS}. Received: {self.model.variant!r}")
-        if self.model.output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"`model.output_activation` must be one of {OUTPUT_ACTIVATIONS}.")
-        if self.model.memory_mode not in MEMORY_MODES:
-            raise ValueError(f"`model.memory_mode` must be one of {MEMORY_MODES}. Received: {self.model.memory_mode!r}")
-        if self.model.gru_implementation not in GRU_IMPLEMENTATIONS:
-            raise ValueError(f"`model.gru_implementation` must be one of {GRU_IMPLEMENTATIONS}. "
-                             f"Received: {self.model.gru_implementation!r}")
-        for name in ("id_embedding_dim", "id_hidden_units", "modality_hidden_units", "memory_dim",
-                     "fc_hidden_units", "output_units"):
-            check_positive_int(f"model.{name}", getattr(self.model, name))
-        check_rate("model.dropout", self.model.dropout)
+        check_model_settings(self.model, prefix="model.")
+        spec = registry.get(self.model.variant)
+        if spec.max_length is not None and self.data.max_length > spec.max_length:
+            raise NotApplicable(f"`data.max_length` must be <= {spec.max_length} for {spec.name} (the longest history "
+                                f"it reads). Received: {self.data.max_length}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_positive_int(f"train.{name}", getattr(self.train, name))
         check_positive_int("train.patience", self.train.patience)
@@ -147,13 +151,11 @@ class RunConfig:
     @property
     def retrain(self) -> bool:
         """Whether this run retrains on train + validation before testing."""
-        if self.model.variant == "pop":
-            return False
         return self.data.protocol == "paper" if self.train.retrain is None else bool(self.train.retrain)
 
     def modality_names(self, dataset) -> tuple:
         """The feature modalities this run's model reads: `data.modalities` (default: all the
-        dataset's), narrowed to what the model uses (`config.model_modalities`).
+        dataset's), narrowed to what the model reads (its registry entry).
 
         Raises:
             KeyError: a chosen modality is not in the dataset.
@@ -162,9 +164,7 @@ class RunConfig:
         chosen = dataset.modality_names if self.data.modalities is None else tuple(self.data.modalities)
         for name in chosen:
             dataset.modality(name)  # raises KeyError naming the missing modality
-        if self.model.variant == "pop":
-            return ()
-        return model_modalities(self.model.variant, chosen)
+        return registry.model_modalities(self.model.variant, chosen)
 
     def model_config(self, dataset) -> ModelConfig:
         """The `ModelConfig` of this run on `dataset` (its catalogue and chosen modalities)."""
@@ -184,8 +184,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
-        return _merge(cls(), data or {}, "")
+    def from_dict(cls, data: dict) -> RunConfig:
+        """Defaults, the preset of the model `data` names (`preset`), then `data`."""
+        return _resolve([data or {}])
 
 
 def _check_types(name, section):
@@ -222,26 +223,6 @@ def _check_types(name, section):
 SECTIONS = {"data": DataSection, "model": ModelSection, "train": TrainSection}
 
 
-def flag_overrides(args, flags) -> list:
-    """`section.key=value` overrides from the command-line flags that were given.
-
-    Args:
-        args: parsed arguments; the attribute of flag `--max-length` is `max_length`.
-        flags: flag -> (config key, ...) as in `mfn4rec_tf.fit.FLAGS`. `data.modalities` takes a
-            comma-separated list, or `none` for item IDs only.
-    """
-    overrides = []
-    for flag, (key, *_) in flags.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is None:
-            continue
-        if key == "data.modalities":
-            value = [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
-        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        overrides.append(f"{key}={text}")
-    return overrides
-
-
 def with_absolute_data_path(config: RunConfig) -> RunConfig:
     """Makes `data.path` absolute (in place), so a saved config works from any folder."""
     if config.data.path is not None:
@@ -250,7 +231,8 @@ def with_absolute_data_path(config: RunConfig) -> RunConfig:
 
 
 def load_config(path=None, overrides=()) -> RunConfig:
-    """Defaults, then the YAML file at `path` (if any), then `overrides` (`"section.key=value"`)."""
+    """Defaults, the chosen model's preset, the YAML file at `path` (if any), then `overrides`
+    (`"section.key=value"`, in order)."""
     data = {}
     if path is not None:
         path = Path(path)
@@ -262,7 +244,7 @@ def load_config(path=None, overrides=()) -> RunConfig:
             raise ValueError(f"Config file {path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"Config file {path} must hold a mapping at the top level.")
-    config = RunConfig.from_dict(data)
+    layers = [data]
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
@@ -271,7 +253,27 @@ def load_config(path=None, overrides=()) -> RunConfig:
         nested = value
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
-        config = _merge(config, nested, "")
+        layers.append(nested)
+    return _resolve(layers)
+
+
+def preset(variant) -> dict:
+    """The default settings of model `variant` over the dataclass defaults (its registry entry's
+    `preset`, `{"model": {...}, "train": {...}}`); empty for an unknown name (validation names it)."""
+    return registry.get(variant).preset if variant in registry.names() else {}
+
+
+def _resolve(layers) -> RunConfig:
+    """Defaults < the preset of the model the layers choose (the last `model.variant` set) < each
+    layer in order."""
+    variant = ModelSection().variant
+    for layer in layers:
+        model = layer.get("model") if isinstance(layer, dict) else None
+        if isinstance(model, dict) and "variant" in model:
+            variant = model["variant"]
+    config = _merge(RunConfig(), preset(variant), "")
+    for layer in layers:
+        config = _merge(config, layer, "")
     return config
 
 

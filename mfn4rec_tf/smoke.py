@@ -21,11 +21,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from mfn4rec_tf.config import PAPER_MODALITIES, VARIANTS, ModelConfig  # noqa: E402
-from mfn4rec_tf.model import build_model  # noqa: E402
+from mfn4rec_tf.config import PAPER_MODALITIES, VARIANTS, ModelConfig
+from mfn4rec_tf.model import build_model
 
 log = logging.getLogger("mfn4rec_tf.smoke")
 

@@ -1,4 +1,4 @@
-"""Train / validation / test splits of user sequences: the protocols of MODEL-NOTES.md.
+"""Train / validation / test splits of user sequences: the protocols of docs/model.md#protocols.
 
 Three protocols, each with a `validation` mode (model selection) and a `test` mode (touched once):
 

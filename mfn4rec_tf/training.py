@@ -20,11 +20,8 @@ generator states, so a resumed run ends where an uninterrupted one would.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
-from mfn4rec_tf._atomic import write_json, write_text
+from mfn4rec_tf import registry
+from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
 from mfn4rec_tf.demo import demo_dataset
-from mfn4rec_tf.model import build_model, with_output_mode
+from mfn4rec_tf.model import build_model, load_model, with_output_mode
 from mfn4rec_tf.run_config import RunConfig
 from mfn4rec_tf.splits import make_split
 
@@ -64,23 +62,6 @@ def modality_names(config: RunConfig, dataset):
     return config.modality_names(dataset)
 
 
-class Popularity:
-    """The `pop` baseline: every user gets the most frequent items of the training sequences.
-
-    Quacks like a Keras model in "last" mode (`predict_on_batch(inputs)["logits"]`), so it is
-    evaluated by exactly the same code as the neural models.
-    """
-
-    def __init__(self, sequences, num_items):
-        counts = np.bincount(np.concatenate(sequences), minlength=num_items + 1).astype(np.float32)
-        counts[0] = -1e9  # padding
-        self.scores = counts
-
-    def predict_on_batch(self, inputs):
-        batch = len(inputs["item_ids"])
-        return {"logits": np.broadcast_to(self.scores, (batch, len(self.scores)))}
-
-
 def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True) -> dict:
     """Full-ranking metrics of a "last"-mode model on a split's histories and targets."""
     data = RankingInput(dataset, split.histories, split.targets, modalities=names,
@@ -98,8 +79,7 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     # Everything that can be wrong with the data or the settings fails here, before --out is touched.
     dataset = open_data(config)
     names = modality_names(config, dataset)
-    if config.model.variant != "pop":
-        config.model_config(dataset)
+    config.model_config(dataset)
     protocol = config.data.protocol
     valid = make_split(dataset.interactions, protocol, "validation")
     test = make_split(dataset.interactions, protocol, "test")
@@ -110,26 +90,17 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     state = _start(config, run_dir, resume)
     _seed(config.train.seed)
 
-    if config.model.variant == "pop":
-        valid_metrics = evaluate_split(Popularity(valid.train_sequences, dataset.num_items), config, dataset,
-                                       valid, names, progress)
-        test_metrics = evaluate_split(Popularity(test.train_sequences, dataset.num_items), config, dataset,
-                                      test, names, progress)
-        state.update(phase="done", best_epoch=None, best_valid=valid_metrics)
-        return _finish(run_dir, state, valid_metrics, test_metrics)
-
     strategy = _strategy(config)
     if state["phase"] == "select":
         _select(config, run_dir, state, dataset, names, valid, strategy, progress)
     if state["phase"] == "final":  # no retraining: the best validation model is the tested one
-        shutil.copyfile(run_dir / "best.keras", run_dir / ".model.keras.tmp")
-        os.replace(run_dir / ".model.keras.tmp", run_dir / "model.keras")
+        copy_file(run_dir / "best.keras", run_dir / "model.keras")
         state["phase"] = "test"
         write_json(run_dir / "state.json", state)
     if state["phase"] == "retrain":
         _retrain(config, run_dir, state, dataset, names, test, strategy, progress)
     with strategy.scope():
-        final = keras.saving.load_model(run_dir / "model.keras")
+        final = load_model(run_dir / "model.keras")
     test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
     state["phase"] = "done"
     return _finish(run_dir, state, state["best_valid"], test_metrics)
@@ -142,7 +113,7 @@ def _select(config, run_dir, state, dataset, names, split, strategy, progress):
                                    best_epoch=state["best_epoch"], best_scores=state["best_valid"],
                                    log_dir=run_dir / "logs", progress=progress):
         if result.improved:
-            _save_model(model, run_dir / "best.keras")
+            save_model(model, run_dir / "best.keras")
             state.update(best_epoch=result.epoch, best_valid=result.scores)
         state["history"].append({"phase": "select", "epoch": result.epoch, "loss": result.loss, **result.scores})
         state["epoch"] = result.epoch
@@ -186,7 +157,8 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
     `split.train_sequences` with `config.train`'s batch size, targets and seed (the batch order
     depends only on the seed and the epoch number), then ranks every item for the split's users
     (`evaluate_split`, the full-ranking metrics). Training stops after `config.train.patience`
-    epochs without a better validation Recall@20 than `best_scores`, or after epoch `last_epoch`.
+    epochs without a better validation Recall@20 than `best_scores`, or after epoch `last_epoch`
+    (at most the model's `max_epochs` in `mfn4rec_tf.registry`, when it has one).
 
     Args:
         model, config, dataset, split, names: the compiled model, the run's configuration, the
@@ -203,6 +175,9 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         before the next epoch starts; the last result has `stop=True`.
     """
     last_epoch = config.train.epochs if last_epoch is None else last_epoch
+    most = registry.get(config.model.variant).max_epochs
+    if most is not None:  # more epochs cannot change the model (`pop`: counting once is its training)
+        last_epoch = min(last_epoch, most)
     ranker = with_output_mode(model, "last")
     data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
                          max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
@@ -247,7 +222,7 @@ def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
         state["epoch"] = epoch + 1
         log.info("retrain epoch %d/%d  loss %.4f", epoch + 1, epochs, loss)
         if epoch + 1 == epochs:
-            _save_model(model, run_dir / "model.keras")
+            save_model(model, run_dir / "model.keras")
             state["phase"] = "test"
         _checkpoint(model, run_dir, state, "retrain")
 
@@ -258,7 +233,7 @@ def _model_for(config, run_dir, state, dataset, strategy):
         if state["epoch"] > 0:
             checkpoint = run_dir / state["checkpoint"]
             log.info("Resuming %s phase after epoch %d from %s", state["phase"], state["epoch"], checkpoint)
-            model = keras.saving.load_model(checkpoint)
+            model = load_model(checkpoint)
             _set_seed_states(model, state["seed_states"])
             return model
         return new_model(config, dataset)
@@ -289,11 +264,10 @@ def new_model(config: RunConfig, dataset) -> keras.Model:
 
 
 def training_loss(model_config) -> keras.losses.Loss:
-    """The loss a model trains with: softmax cross-entropy over every item, unless the model is one
-    of the baselines with its own (`mfn4rec_tf.baselines.loss_for`, e.g. BPR's pairwise loss)."""
-    from mfn4rec_tf.baselines import loss_for
-
-    return loss_for(model_config) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    """The loss a model trains with: its own (its registry entry's `loss`, e.g. BPR's pairwise loss),
+    or softmax cross-entropy over every item."""
+    own = registry.get(model_config.variant).training_loss(model_config)
+    return own if own is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 class _EpochProgress(keras.callbacks.Callback):
@@ -332,7 +306,7 @@ def _checkpoint(model, run_dir, state, phase):
     name = f"checkpoints/{phase}-epoch{state['epoch']:03d}.keras"
     previous = state.get("checkpoint")
     if state["phase"] == phase:
-        _save_model(model, run_dir / name)
+        save_model(model, run_dir / name)
         state["checkpoint"] = name
         state["seed_states"] = [v.numpy().tolist() for v in _seed_state_variables(model)]
     write_json(run_dir / "state.json", state)
@@ -370,10 +344,10 @@ def _finish(run_dir, state, valid, test):
     write_json(run_dir / "metrics.json", result)
     keys = sorted(set(valid) | set(test))
     rows = [["split", *keys]] + [[split, *[scores.get(k, "") for k in keys]] for split, scores in result.items()]
-    _write_csv(run_dir / "metrics.csv", rows)
+    write_csv(run_dir / "metrics.csv", rows)
     if state["history"]:
         columns = list(dict.fromkeys(k for row in state["history"] for k in row))
-        _write_csv(run_dir / "history.csv", [columns] + [[row.get(c, "") for c in columns] for row in state["history"]])
+        write_csv(run_dir / "history.csv", [columns] + [[row.get(c, "") for c in columns] for row in state["history"]])
         plot_training_curves(state["history"], run_dir / "training_curves.png", metric=SELECTION_METRIC,
                              best_epoch=state.get("best_epoch"))
     write_json(run_dir / "state.json", state)
@@ -408,19 +382,3 @@ def _strategy(config):
 def _seed(seed):
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def _save_model(model, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-
-
-def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    os.replace(tmp, path)

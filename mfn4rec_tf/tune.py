@@ -32,7 +32,6 @@ TUNE_DIR on a shared file system) uses KerasTuner's environment variables; see t
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
 import json
 import logging
@@ -44,26 +43,18 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import keras_tuner  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import keras_tuner
+import tensorflow as tf
 
-from mfn4rec_tf import training  # noqa: E402
-from mfn4rec_tf._atomic import write_json, write_text  # noqa: E402
-from mfn4rec_tf.dataset import DatasetError  # noqa: E402
-from mfn4rec_tf.run_config import (  # noqa: E402
-    MODELS,
-    DataSection,
-    ModelSection,
-    RunConfig,
-    TrainSection,
-    flag_overrides,
-    load_config,
-    with_absolute_data_path,
-)
-from mfn4rec_tf.search_spaces import NAMES as SPACE_NAMES  # noqa: E402
-from mfn4rec_tf.search_spaces import SearchSpace, load_space  # noqa: E402
-from mfn4rec_tf.splits import PROTOCOLS, make_split  # noqa: E402
+from mfn4rec_tf import cli, registry, training
+from mfn4rec_tf._atomic import write_csv, write_json, write_text
+from mfn4rec_tf.cli import one_line as _one_line
+from mfn4rec_tf.cli import read_json as _read_json
+from mfn4rec_tf.run_config import RunConfig, load_config
+from mfn4rec_tf.search_spaces import NAMES as SPACE_NAMES
+from mfn4rec_tf.search_spaces import SearchSpace, load_space
+from mfn4rec_tf.splits import make_split
 
 log = logging.getLogger("mfn4rec_tf.tune")
 
@@ -363,24 +354,13 @@ def prepare_directory(out: Path, base: RunConfig, space: SearchSpace, settings: 
 
 
 def _differences(saved: RunConfig, now: RunConfig) -> str:
-    a, b = _flat(saved.to_dict()), _flat(now.to_dict())
-    return "; ".join(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}" for key in a if a.get(key) != b.get(key))
+    return cli.differences(saved.to_dict(), now.to_dict())
 
 
 def _space_differences(saved: SearchSpace, now: SearchSpace) -> str:
     a, b = saved.to_dict(), now.to_dict()
     return "; ".join(f"{key}: saved {a.get(key)}, now {b.get(key)}" for key in dict.fromkeys([*a, *b])
                      if a.get(key) != b.get(key))
-
-
-def _flat(data, prefix=""):
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # ---- results ----
@@ -438,13 +418,7 @@ def _columns(rows, space):
 def write_results(path: Path, rows, space):
     """The results table as CSV (one row per trial, `read_results`' keys as columns)."""
     columns = _columns(rows, space)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
-    os.replace(tmp, path)
+    write_csv(path, [columns] + [["" if row.get(key) is None else row[key] for key in columns] for row in rows])
 
 
 def format_results(rows, space, width=70) -> str:
@@ -483,35 +457,16 @@ def _int(value):
     return None if value is None else int(value)
 
 
-def _one_line(error) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return " ".join(text.split())
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-
-
 # ---- command line ----
 
-# flag -> (config key, type, help): the fit flags that make sense for a base configuration.
-FLAGS = {
-    "--data": ("data.path", str, "dataset directory made by pipelines/ (default: the embedded demo dataset)"),
-    "--protocol": ("data.protocol", str, f"split protocol (its validation split scores the trials): "
-                                         f"{', '.join(PROTOCOLS)}"),
-    "--modalities": ("data.modalities", str, ("comma-separated feature modalities to use, or 'none' for item IDs "
-                                              "only (default: every modality of the dataset)")),
-    "--model": ("model.variant", str, f"model: {', '.join(m for m in MODELS if m != 'pop')}"),
-    "--epochs": ("train.epochs", int, "most epochs per trial (Hyperband: its max_epochs)"),
-    "--patience": ("train.patience", int, "early stopping in a trial: epochs without a better validation Recall@20"),
-    "--seed": ("train.seed", int, "seed of every trial's weights, dropout and batch order, and of the tuner"),
-}
-DEFAULTS = {"data": DataSection(), "model": ModelSection(), "train": TrainSection()}
+# The fit flags that make sense for a base configuration.
+FLAGS = cli.flags(
+    "--data", "--protocol", "--modalities", "--model", "--epochs", "--patience", "--seed",
+    protocol=f"split protocol (its validation split scores the trials): {', '.join(cli.PROTOCOLS)}",
+    epochs="most epochs per trial (Hyperband: its max_epochs)",
+    patience="early stopping in a trial: epochs without a better validation Recall@20",
+    seed="seed of every trial's weights, dropout and batch order, and of the tuner",
+)
 
 
 def parse_args(argv=None):
@@ -526,40 +481,25 @@ def parse_args(argv=None):
     parser.add_argument("--space", default="paper",
                         help=f"search space: {' or '.join(SPACE_NAMES)} (shipped) or a YAML file [default: paper]")
     parser.add_argument("--tuner", default="random", choices=TUNERS, help="search algorithm [default: random]")
-    parser.add_argument("--max-trials", type=_at_least(1), default=10,
+    parser.add_argument("--max-trials", type=cli.at_least(1), default=10,
                         help="trials in the whole search, those of earlier runs of it included [default: 10]")
-    parser.add_argument("--config", help="base YAML configuration (e.g. a run's config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a base setting, e.g. --set model.fc_hidden_units=32 (repeatable)")
-    for flag, (key, kind, text) in FLAGS.items():
-        section, name = key.split(".")
-        parser.add_argument(flag, type=kind, help=f"{text} [{key}, default: {getattr(DEFAULTS[section], name)}]")
-    parser.add_argument("--hyperband-factor", type=_at_least(2), default=3,
+    cli.add_config_arguments(parser, FLAGS, config_help="base YAML configuration (e.g. a run's config.yaml)",
+                             set_help="override a base setting, e.g. --set model.fc_hidden_units=32 (repeatable)")
+    parser.add_argument("--hyperband-factor", type=cli.at_least(2), default=3,
                         help="Hyperband's reduction factor of epochs and trials per bracket [default: 3]")
-    parser.add_argument("--initial-points", type=_at_least(1), default=None,
+    parser.add_argument("--initial-points", type=cli.at_least(1), default=None,
                         help="Bayesian: random trials before the Gaussian process "
                              "[default: KerasTuner's, 3 per searched parameter]")
-    parser.add_argument("--max-consecutive-failures", type=_at_least(0), default=3,
+    parser.add_argument("--max-consecutive-failures", type=cli.at_least(0), default=3,
                         help="stop after this many failed trials in a row, 0 = never (one process only; a "
                              "distributed search runs every trial) [default: 3]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
-def _at_least(minimum):
-    def parse(text):
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "integer"  # argparse's "invalid integer value" for non-numbers
-    return parse
-
-
 def resolve(args) -> RunConfig:
     """The base configuration from defaults, --config, --set and the flags, in that order."""
-    return with_absolute_data_path(load_config(args.config, list(args.set) + flag_overrides(args, FLAGS)))
+    return cli.resolve(args, FLAGS)
 
 
 def main(argv=None) -> int:
@@ -568,8 +508,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     try:
         base = resolve(args)
-        if base.model.variant == "pop":
-            raise TuneError("model.variant pop (the popularity baseline) has no hyperparameters to tune.")
+        spec = registry.get(base.model.variant)
+        if spec.family == "reference":
+            raise TuneError(f"model.variant {spec.name} ({spec.description}) is a reference with no "
+                            f"hyperparameters to tune.")
         space = load_space(args.space)
         check_dependencies(args.tuner)
         role = distributed_role()
@@ -582,10 +524,8 @@ def main(argv=None) -> int:
         resumed = prepare_directory(out, base, space, settings)
         tuner = make_tuner(args.tuner, hypermodel, out, args.max_trials, base.train.seed, args.hyperband_factor,
                            args.initial_points, args.max_consecutive_failures)
-    except (TuneError, DatasetError, ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except (*cli.USER_ERRORS, RuntimeError) as error:
+        return cli.fail(error)
 
     where = "" if role is None else (f" as {role} (oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
                                      f"{os.environ['KERASTUNER_ORACLE_PORT']})")

@@ -7,8 +7,8 @@ Usage::
         --image-features image_features_Clothing_Shoes_and_Jewelry.b \\
         --glove glove.6B.100d.txt --dim 100 --paper-filters --out data/clothing
 
-Input (see shared/DATA-FORMATS.md), each file gzip-compressed or plain (told apart by its first bytes,
-not its name):
+Input (see docs/data.md#amazon-review-data), each file gzip-compressed or plain (told apart by its
+first bytes, not its name):
 
 - `--reviews`: one strict JSON object a line, with `reviewerID`, `asin` and `unixReviewTime` (both
   releases; 2014 `reviews_<Cat>[_5].json.gz`, 2018 `<Cat>[_5].json.gz`). Only those three fields are kept.
@@ -350,11 +350,13 @@ def read_metadata(path, catalogue, skips: SkipCounter, release: str = "auto", pr
         detected = "2018"
     else:
         detected = "mixed"
-        log.warning("%s mixes JSON (%d) and Python-literal (%d) lines", path.name, parsed["json"], parsed["python_literal"])
+        log.warning("%s mixes JSON (%d) and Python-literal (%d) lines", path.name, parsed["json"],
+                    parsed["python_literal"])
     meta = pd.DataFrame(rows, columns=["item_id", *TEXT_COLUMNS])
     info = {"valid_lines": valid, "parsed_as": parsed, "release_detected": detected,
             "detected_by": "line syntax: Python dict literals are 2014, strict JSON is 2018"}
-    log.info("%s: %s valid records, %s of catalogue items; release %s", path.name, f"{valid:,}", f"{len(meta):,}", detected)
+    log.info("%s: %s valid records, %s of catalogue items; release %s", path.name, f"{valid:,}", f"{len(meta):,}",
+             detected)
     return meta, info
 
 
@@ -461,8 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_argument_group("input")
     source.add_argument("--reviews", required=True,
-                        help="reviews JSON lines, .gz or plain: 2014 reviews_<Cat>[_5].json.gz or 2018 <Cat>[_5].json.gz")
-    source.add_argument("--meta", help="item metadata meta_<Cat>.json.gz, .gz or plain (default: none, no text columns)")
+                        help="reviews JSON lines, .gz or plain: 2014 reviews_<Cat>[_5].json.gz "
+                             "or 2018 <Cat>[_5].json.gz")
+    source.add_argument("--meta",
+                        help="item metadata meta_<Cat>.json.gz, .gz or plain (default: none, no text columns)")
     source.add_argument("--release", choices=("auto", "2014", "2018"), default="auto",
                         help="metadata syntax: 2014 Python dict literals, 2018 strict JSON, or auto: JSON, else a "
                         "Python literal, line by line (default: auto); the release found is kept in the manifest")
@@ -530,7 +534,8 @@ def main(argv=None) -> Path:
         sources.append({"role": "images", "path": str(Path(args.images).resolve()), "weights": args.weights})
     if args.glove:
         features["text"] = text_modality(items, args.text_fields, args.glove, args.dim)
-        sources.append({"role": "word_vectors", "path": str(Path(args.glove).resolve()), "text_fields": args.text_fields})
+        sources.append({"role": "word_vectors", "path": str(Path(args.glove).resolve()),
+                        "text_fields": args.text_fields})
 
     return finish(args, name=args.name, items=items, interactions=interactions, features=features,
                   sources=sources, filters=filters, skips=skips)

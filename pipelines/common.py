@@ -70,7 +70,8 @@ def drop_duplicate_events(events: pd.DataFrame, skips: SkipCounter) -> pd.DataFr
     bad_time = events["timestamp"].isna()
     skips.add("bad_timestamp", int(bad_time.sum()))
     events = events[~bad_time].astype({"timestamp": "int64"})
-    missing = events["user_id"].isna() | events["item_id"].isna() | (events["user_id"] == "") | (events["item_id"] == "")
+    missing = (events["user_id"].isna() | events["item_id"].isna()
+               | (events["user_id"] == "") | (events["item_id"] == ""))
     skips.add("missing_user_or_item", int(missing.sum()))
     events = events[~missing]
     duplicated = events.duplicated(["user_id", "item_id", "timestamp"], keep="first")

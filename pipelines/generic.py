@@ -108,7 +108,7 @@ class Places:
     def __getitem__(self, row) -> str:
         return f"{self.path}:{self.unit}{int(self.numbers[row])}"
 
-    def keep(self, mask) -> "Places":
+    def keep(self, mask) -> Places:
         return Places(self.path, self.numbers[mask], self.unit)
 
 
@@ -229,7 +229,7 @@ class VectorSource:
     ids: Path | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "VectorSource":
+    def parse(cls, text: str) -> VectorSource:
         """Parses `NAME=FILE.npy:IDS` or `NAME=FILE.parquet` (argparse `type=`)."""
         name, equals, rest = text.partition("=")
         if not equals or not rest:

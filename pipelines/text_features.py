@@ -2,7 +2,7 @@
 
 The paper represents an item's text by the TF-IDF-weighted mean of its GloVe-100 word vectors. This
 module turns item texts into that feature matrix, offline (tensorflow-text is used here only; it
-never enters a served graph, see FACTS.md):
+never enters a served graph, see docs/stack.md#tensorflow-text-stays-out-of-served-graphs):
 
 1. `load_word_vectors` reads a GloVe-format text file (`word v1 ... vd` a line).
 2. `tokenize` cleans each text (HTML tags stripped, entities unescaped), NFKC-normalises and
@@ -46,7 +46,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from pipelines.text_cleaning import strip_html  # noqa: F401  (part of this module's API)
+from pipelines.text_cleaning import strip_html
 
 logger = logging.getLogger("pipelines.text_features")
 

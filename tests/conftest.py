@@ -4,11 +4,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from mfn4rec_tf.config import ModalityConfig, ModelConfig  # noqa: E402
+from mfn4rec_tf.config import ModalityConfig, ModelConfig
 
 
 def make_config(variant="mfn4rec", **overrides):

@@ -1,4 +1,4 @@
-"""An independent NumPy implementation of MFN4Rec (paper Eq. 1-12, read as MODEL-NOTES.md).
+"""An independent NumPy implementation of MFN4Rec (paper Eq. 1-12, read as docs/model.md explains).
 
 Written from the equations, not from the Keras code: plain float64 loops over time steps, no Keras
 or TensorFlow. The tests feed it the Keras model's weights (`keras_weights`) and compare outputs.

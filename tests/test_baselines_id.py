@@ -12,10 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import make_config, make_inputs, randomize_weights
-from mfn4rec_tf import fit
-from mfn4rec_tf.baselines import loss_for
+
+from mfn4rec_tf import fit, registry
 from mfn4rec_tf.baselines.bpr import BPRLoss, HistoryMean, VisualItemLogits
 from mfn4rec_tf.baselines.sequential import MAX_POSITIONS, CausalAttentionMask, LearnedPositions
 from mfn4rec_tf.config import ModalityConfig
@@ -139,14 +138,15 @@ def test_keras_round_trip_and_with_output_mode(variant, tmp_path):
 
 
 def test_saved_models_load_in_a_fresh_process(tmp_path):
-    # evaluate, export, serve and fit --resume load model.keras after importing mfn4rec_tf.model only.
+    # evaluate, export and fit --resume load model.keras with mfn4rec_tf.model.load_model, which registers
+    # the Keras classes of every registered model first.
     paths = []
     for variant in MODELS:
         _, model = _build(variant, "last")
         paths.append(str(tmp_path / f"{variant}.keras"))
         model.save(paths[-1])
-    script = ("import sys, keras, mfn4rec_tf.model\n"
-              "for path in sys.argv[1:]:\n    keras.saving.load_model(path)\n")
+    script = ("import sys, mfn4rec_tf\n"
+              "for path in sys.argv[1:]:\n    mfn4rec_tf.load_model(path)\n")
     result = subprocess.run([sys.executable, "-c", script, *paths], check=False, capture_output=True, text=True,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -253,9 +253,12 @@ def test_bpr_loss_is_stable_and_serializable():
 
 
 def test_losses_registry():
-    assert isinstance(loss_for(_config("bpr")), BPRLoss)
-    assert isinstance(loss_for(_config("vbpr")), BPRLoss)
-    assert loss_for(_config("lstm")) is None and loss_for(_config("sasrec")) is None  # softmax CE
+    for name in ("bpr", "vbpr"):
+        assert isinstance(registry.get(name).training_loss(_config(name)), BPRLoss)
+        assert isinstance(training_loss(_config(name)), BPRLoss)
+    for name in ("lstm", "sasrec"):  # softmax cross-entropy, the package default
+        assert registry.get(name).training_loss(_config(name)) is None
+        assert isinstance(training_loss(_config(name)), keras.losses.SparseCategoricalCrossentropy)
 
 
 # --- the equations against NumPy ---------------------------------------------------------------------------
@@ -490,10 +493,10 @@ def test_fit_end_to_end_beats_popularity(variant, demo_data, pop_recall, tmp_pat
         np.testing.assert_array_equal(table[:, -1], dataset.presence("image"))
 
 
-def test_sasrec_position_limit_is_mirrored_in_the_run_config():
+def test_sasrec_position_limit_comes_from_its_registry_entry():
     from mfn4rec_tf.baselines.sequential import MAX_POSITIONS
-    from mfn4rec_tf.run_config import SASREC_MAX_POSITIONS, load_config
+    from mfn4rec_tf.run_config import load_config
 
-    assert SASREC_MAX_POSITIONS == MAX_POSITIONS
+    assert registry.get("sasrec").max_length == MAX_POSITIONS
     with pytest.raises(ValueError, match="max_length"):
         load_config(None, ["model.variant=sasrec", f"data.max_length={MAX_POSITIONS + 1}"])

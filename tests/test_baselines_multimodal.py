@@ -5,15 +5,15 @@ import json
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
-
-import numpy_reference as ref
 from conftest import make_config, make_inputs, randomize_weights
 from layer_harness import check_layer
-from mfn4rec_tf import fit
+
+from mfn4rec_tf import fit, registry
 from mfn4rec_tf.baselines import multimodal
-from mfn4rec_tf.config import MODEL_MODALITIES, ModalityConfig, ModelConfig, NotApplicable
+from mfn4rec_tf.config import ModalityConfig, ModelConfig, NotApplicable
 from mfn4rec_tf.dataset import write_dataset
 from mfn4rec_tf.demo import DemoSpec, generate
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
@@ -56,10 +56,11 @@ def _compile(model):
 
 
 def test_registry_covers_the_five_models_and_they_read_some_modalities():
-    assert tuple(multimodal.BUILDERS) == MODELS
-    assert not hasattr(multimodal, "LOSSES")  # softmax cross-entropy, the package default
     for name in MODELS:
-        assert MODEL_MODALITIES[name] == "some"
+        spec = registry.get(name)
+        assert spec.builder.startswith(multimodal.__name__ + ":")
+        assert spec.loss is None  # softmax cross-entropy, the package default
+        assert spec.modalities == "some"
 
 
 @pytest.mark.parametrize("modalities", [None, ONE_MODALITY], ids=["two-modalities", "one-modality"])
@@ -176,7 +177,7 @@ def test_missing_modalities_and_bad_output_mode_are_clear_errors():
         with pytest.raises(NotApplicable, match=name):
             build_model(make_config(name, modalities=()))
         with pytest.raises(ValueError, match="output_mode"):
-            multimodal.BUILDERS[name](make_config(name), "every")
+            registry.get(name).build(make_config(name), "every")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as siblings
 
-import clothing_data  # noqa: E402
-import evaluation_speed  # noqa: E402
-import flops  # noqa: E402
-import training_speed  # noqa: E402
-from conftest import make_config  # noqa: E402
-from mfn4rec_tf.config import ModalityConfig, ModelConfig  # noqa: E402
-from mfn4rec_tf.dataset import load_dataset  # noqa: E402
-from mfn4rec_tf.model import build_model  # noqa: E402
+import clothing_data
+import evaluation_speed
+import flops
+import training_speed
+from conftest import make_config
+
+from mfn4rec_tf.config import ModalityConfig, ModelConfig
+from mfn4rec_tf.dataset import load_dataset
+from mfn4rec_tf.model import build_model
 
 TINY_SCALE = 0.01  # 226 users, 388 items, 2,729 interactions
 

@@ -13,7 +13,8 @@ def test_defaults_are_the_papers():
 
 
 def test_dict_round_trip():
-    config = ModelConfig(num_items=5, variant="mfn4rec-g", modalities=(ModalityConfig("text", 8, 3, presence=True),), seed=4)
+    config = ModelConfig(num_items=5, variant="mfn4rec-g", modalities=(ModalityConfig("text", 8, 3, presence=True),),
+                         seed=4)
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
@@ -37,7 +38,8 @@ def test_modalities_from_plain_dicts():
         ({"num_items": 3, "modalities": [{"name": "a_present", "dim": 4}]}, "_present"),
         ({"num_items": 3, "modalities": [{"name": "a", "dim": 4}, {"name": "a", "dim": 2}]}, "unique"),
         ({"num_items": 3, "modalities": [{"name": "a", "dim": 0}]}, "dim"),
-        ({"num_items": 3, "variant": "mfn4rec-add", "modalities": [{"name": "a", "dim": 2, "hidden_units": 3}]}, "equal"),
+        ({"num_items": 3, "variant": "mfn4rec-add", "modalities": [{"name": "a", "dim": 2, "hidden_units": 3}]},
+         "equal"),
         ({"num_items": 3, "modalities": "text"}, "list"),
     ],
 )

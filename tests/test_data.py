@@ -4,7 +4,14 @@ import pandas as pd
 import pytest
 
 from mfn4rec_tf.config import ModelConfig
-from mfn4rec_tf.data import FeatureGatherer, RankingInput, TrainingInput, length_bucketed_batches, pad, training_examples
+from mfn4rec_tf.data import (
+    FeatureGatherer,
+    RankingInput,
+    TrainingInput,
+    length_bucketed_batches,
+    pad,
+    training_examples,
+)
 from mfn4rec_tf.dataset import FeatureTable, load_dataset, write_dataset
 from mfn4rec_tf.model import build_model
 

@@ -34,13 +34,17 @@ def test_write_then_load_round_trip(tmp_path):
     dataset = load_dataset(path, verify_features=True)
     assert dataset.num_items == 3 and dataset.num_users == 2
     assert dataset.items["item_id"].tolist() == ["a", "b", "c"]  # ordered by item_index
-    assert dataset.interactions[["user_id", "item_index"]].values.tolist() == [["u1", 1], ["u1", 2], ["u2", 1], ["u2", 3]]
+    assert dataset.interactions[["user_id", "item_index"]].values.tolist() == [
+        ["u1", 1], ["u1", 2], ["u2", 1], ["u2", 3]
+    ]
     assert dataset.item_ids().tolist() == ["", "a", "b", "c"]
     np.testing.assert_array_equal(dataset.features("image"), _features()["image"].values)
     assert dataset.presence("image") is None  # everyone has it: no presence file
     assert dataset.presence("text").tolist() == [False, True, True, False]
     configs = dataset.modality_configs(hidden_units=7)
-    assert [(c.name, c.dim, c.hidden_units, c.presence) for c in configs] == [("image", 2, 7, False), ("text", 3, 7, True)]
+    assert [(c.name, c.dim, c.hidden_units, c.presence) for c in configs] == [
+        ("image", 2, 7, False), ("text", 3, 7, True)
+    ]
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["counts"] == {"users": 2, "items": 3, "interactions": 4}
     assert manifest["modalities"]["text"]["items_with"] == 2 and manifest["modalities"]["text"]["details"] == {"oov": 2}

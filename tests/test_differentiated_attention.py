@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from layer_harness import check_layer
+
 from mfn4rec_tf.layers import DifferentiatedAttention
 
 

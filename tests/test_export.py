@@ -381,7 +381,6 @@ def test_cli_errors_exit_2_and_write_nothing(run, pop_run, tmp_path, capsys):
     cases = [
         (["--run", str(tmp_path / "missing"), "--name", "m"], "does not exist"),
         (["--run", str(tmp_path), "--name", "m"], "no config.yaml"),
-        (["--run", str(pop_run), "--name", "m"], "`pop` run"),
         (["--run", str(unfinished), "--name", "m"], "no model.keras"),
         (["--run", str(run), "--name", "../escape"], "name='../escape'"),
         (["--run", str(run), "--name", "a/b"], "name='a/b'"),
@@ -399,6 +398,13 @@ def test_cli_errors_exit_2_and_write_nothing(run, pop_run, tmp_path, capsys):
         export.main(["--name", "m"])  # argparse: --run is required
     assert raised.value.code == 2
     assert "--run" in capsys.readouterr().err
+
+
+def test_pop_exports_like_any_model(pop_run, tmp_path):
+    # `pop` is a model of the registry like the others: its counts are its weights.
+    path = export.export_run(pop_run, "pop", base=tmp_path)
+    metadata = json.loads((path / export.METADATA).read_text())
+    assert metadata["variant"] == "pop" and (path / "saved_model.pb").is_file()
 
 
 def test_api_checks_arguments(run, tmp_path):

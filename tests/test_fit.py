@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mfn4rec_tf import evaluate, fit
-from mfn4rec_tf.demo import DemoSpec, generate
 from mfn4rec_tf.dataset import write_dataset
+from mfn4rec_tf.demo import DemoSpec, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 KS = (10, 20, 30, 50)
@@ -28,7 +28,8 @@ def small_data(tmp_path_factory):
     return write_dataset(path, name="small", items=items, interactions=interactions, features=features)
 
 
-TINY = ["--epochs", "3", "--patience", "1", "--quiet", "--set", "model.memory_dim=8", "--set", "model.fc_hidden_units=8",
+TINY = ["--epochs", "3", "--patience", "1", "--quiet", "--set", "model.memory_dim=8",
+        "--set", "model.fc_hidden_units=8",
         "--set", "model.modality_hidden_units=6", "--set", "model.id_hidden_units=6"]
 
 

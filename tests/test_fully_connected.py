@@ -1,8 +1,8 @@
 import keras
 import numpy as np
 import pytest
-
 from layer_harness import check_layer
+
 from mfn4rec_tf.layers import FullyConnected
 
 
@@ -65,7 +65,11 @@ def test_dropout_acts_on_hidden_layer_only_in_training():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"units": 0}, "units"), ({"units": 3, "hidden_units": -1}, "hidden_units"), ({"units": 3, "dropout": 1.0}, "dropout")],
+    [
+        ({"units": 0}, "units"),
+        ({"units": 3, "hidden_units": -1}, "hidden_units"),
+        ({"units": 3, "dropout": 1.0}, "dropout"),
+    ],
 )
 def test_bad_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):

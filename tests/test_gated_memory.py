@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from layer_harness import check_layer
+
 from mfn4rec_tf.layers import GatedMemory
 from mfn4rec_tf.layers.gated_memory import _linear_scan
 

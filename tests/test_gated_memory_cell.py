@@ -2,10 +2,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from layer_harness import check_layer
-from mfn4rec_tf.layers import GatedMemoryCell
 from numpy_reference import memory_sequence
+
+from mfn4rec_tf.layers import GatedMemoryCell
 
 
 def _sequence(seed=0, batch=3, steps=6, width=7):
@@ -35,7 +35,8 @@ def _randomize(layer, seed=0):
 
 def test_harness_inside_rnn(tmp_path):
     check_layer(
-        lambda: keras.layers.RNN(GatedMemoryCell(7, memory_dim=4, hidden_units=5, dropout=0.3, seed=1), return_sequences=True),
+        lambda: keras.layers.RNN(GatedMemoryCell(7, memory_dim=4, hidden_units=5, dropout=0.3, seed=1),
+                                 return_sequences=True),
         [_sequence()],
         expected_shape=(3, 6, 4),
         tmp_path=tmp_path,
@@ -130,7 +131,14 @@ def test_input_width_mismatch_is_a_clear_error():
         keras.layers.RNN(GatedMemoryCell(5))(_sequence())
 
 
-@pytest.mark.parametrize("kwargs, name", [({"input_dim": 0}, "input_dim"), ({"input_dim": 4, "memory_dim": 2.5}, "memory_dim"), ({"input_dim": 4, "dropout": 2}, "dropout")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"input_dim": 0}, "input_dim"),
+        ({"input_dim": 4, "memory_dim": 2.5}, "memory_dim"),
+        ({"input_dim": 4, "dropout": 2}, "dropout"),
+    ],
+)
 def test_bad_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         GatedMemoryCell(**kwargs)

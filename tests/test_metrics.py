@@ -9,7 +9,7 @@ from mfn4rec_tf.metrics import FAMILIES, KS, RankingMetrics, evaluate, format_ta
 from tests.conftest import make_config, make_inputs
 
 # ---------------------------------------------------------------------------------------------
-# The reference: written straight from the formulas of MODEL-NOTES.md, one user at a time.
+# The reference: written straight from the formulas of docs/model.md#metrics, one user at a time.
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
-
-import numpy_reference as ref
 from conftest import make_config, make_inputs, randomize_weights
+
 from mfn4rec_tf.config import VARIANTS, ModalityConfig, ModelConfig
 from mfn4rec_tf.model import build_model, with_output_mode
 

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
-
 from layer_harness import check_layer
-from mfn4rec_tf.layers import MultiGRU
 from numpy_reference import gru_sequence
+
+from mfn4rec_tf.layers import MultiGRU
 
 
 def _inputs(seed=0):
@@ -35,7 +35,8 @@ def test_each_gru_matches_numpy_reference_with_mask(reset_after, implementation)
             w.assign(rng.normal(0, 0.5, w.shape).astype("float32"))
     outputs = layer(xs, mask=mask)
     for x, gru, out in zip(xs, layer.grus, outputs):
-        w = {"kernel": gru.cell.kernel.numpy(), "recurrent": gru.cell.recurrent_kernel.numpy(), "bias": gru.cell.bias.numpy()}
+        w = {"kernel": gru.cell.kernel.numpy(), "recurrent": gru.cell.recurrent_kernel.numpy(),
+             "bias": gru.cell.bias.numpy()}
         np.testing.assert_allclose(out.numpy(), gru_sequence(x.astype(float), mask, w, reset_after), atol=1e-5)
 
 

@@ -67,7 +67,8 @@ def test_index_items_sorted_and_metadata_joined():
     assert items["item_index"].tolist() == [1, 2, 3] and items["item_id"].tolist() == ["a", "b", "c"]
     assert items["title"].tolist()[:2] == ["A", "B"] and pd.isna(items["title"].iloc[2])
     assert interactions["item_index"].tolist() == [2, 1, 3]
-    assert skips.as_dict() == {"duplicate_item_metadata": 1, "items_without_metadata": 1, "metadata_not_in_catalogue": 1}
+    assert skips.as_dict() == {"duplicate_item_metadata": 1, "items_without_metadata": 1,
+                               "metadata_not_in_catalogue": 1}
     assert item_texts(items, ["title"]) == ["A", "B", None]
 
 

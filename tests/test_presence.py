@@ -1,6 +1,6 @@
 import numpy as np
-
 from layer_harness import check_layer
+
 from mfn4rec_tf.layers import AppendPresence
 
 

@@ -9,7 +9,8 @@ from mfn4rec_tf.splits import make_split
 #   u3: items 10@85, 11@95               -> nothing before 60 (not evaluated in validation)
 #   u4: items 3@5, 3@50                  -> nothing after 60: trains, never evaluated
 EVENTS = [
-    ("u1", 1, 0), ("u1", 2, 30), ("u1", 3, 60), ("u1", 4, 70), ("u1", 4, 75), ("u1", 5, 80), ("u1", 6, 90), ("u1", 7, 100),
+    ("u1", 1, 0), ("u1", 2, 30), ("u1", 3, 60), ("u1", 4, 70),
+    ("u1", 4, 75), ("u1", 5, 80), ("u1", 6, 90), ("u1", 7, 100),
     ("u2", 8, 10), ("u2", 9, 65),
     ("u3", 10, 85), ("u3", 11, 95),
     ("u4", 3, 5), ("u4", 3, 50),

@@ -162,7 +162,8 @@ def test_command_errors_start_nothing(small_data, tmp_path, capsys):
     assert "is not valid YAML" in capsys.readouterr().err
     space = _space(tmp_path, SPACE)
     assert _tune(small_data, tmp_path / "d", space, base=["--model", "pop"]) == 2
-    assert "pop (the popularity baseline) has no hyperparameters" in capsys.readouterr().err
+    assert "pop (the most frequent items of the training sequences, for every user) is a reference with no " \
+           "hyperparameters" in capsys.readouterr().err
     assert _tune(small_data, tmp_path / "e", space, "--set", "train.epochs=0") == 2
     assert "`train.epochs` must be" in capsys.readouterr().err
     with pytest.raises(SystemExit):

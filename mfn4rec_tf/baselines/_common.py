@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from mfn4rec_tf.config import ModelConfig, model_modalities
+from mfn4rec_tf import registry
+from mfn4rec_tf.config import ModelConfig
+from mfn4rec_tf.heads import model_head
 from mfn4rec_tf.layers import FullyConnected, ItemLogits
 
 
@@ -21,7 +23,7 @@ def require_modalities(config: ModelConfig):
     """
     names = tuple(m.name for m in config.modalities)
     try:
-        expected = model_modalities(config.variant, names)
+        expected = registry.model_modalities(config.variant, names)
     except ValueError as error:
         raise ValueError(f"config.modalities: {error}") from None
     if expected != names:
@@ -36,8 +38,6 @@ def fc_out_model(config: ModelConfig, inputs, mask, states, output_mode, dropout
     """`h_out = fc_out(states)` (MFN4Rec's FC_out block, Eq. 10: `output_units`, the config's
     activation, dropout on its input with seed `config.seed + 100` unless `dropout=False`), item
     logits, and the functional model named after the variant."""
-    from mfn4rec_tf.model import model_head  # model.py imports the baselines at its end
-
     h_out = FullyConnected(
         config.output_units,
         activation=config.output_activation,

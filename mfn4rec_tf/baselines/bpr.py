@@ -52,10 +52,8 @@ from keras import ops
 from mfn4rec_tf._checks import check_positive_int, check_rate
 from mfn4rec_tf.baselines._common import require_modalities, seed
 from mfn4rec_tf.config import ID_INPUT, ModelConfig
+from mfn4rec_tf.heads import model_head, model_inputs
 from mfn4rec_tf.layers import ItemLogits, PaddingMask
-
-# `mfn4rec_tf.model` is imported inside the builders, not here: loaders of saved models import
-# `mfn4rec_tf.model`, which may import this module to register its Keras classes (no import cycle).
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +262,8 @@ def build_bpr(config: ModelConfig, output_mode: str = "sequence", item_features=
 
     `score_t(i) = <p_t, q_i> + b_i`, `p_t` the running mean of the history's user-side embeddings
     (width `output_units`), `q_i`, `b_i` in `ItemLogits`. Reads item IDs only (`config.modalities`
-    must be empty); `item_features` is ignored. Train with `BPRLoss` (`LOSSES["bpr"]`).
+    must be empty); `item_features` is ignored. Train with `BPRLoss` (`bpr_loss`, its registry loss).
     """
-    from mfn4rec_tf.model import model_head, model_inputs  # not at the top, see the imports
     require_modalities(config)
     inputs = model_inputs(config)
     mask, h_out = _history_factors(config, inputs, config.output_units)  # (B, T, output_units)
@@ -290,7 +287,6 @@ def build_vbpr(config: ModelConfig, output_mode: str = "sequence", item_features
     Raises:
         ValueError: `item_features` lacks the image table or it has the wrong shape.
     """
-    from mfn4rec_tf.model import model_head, model_inputs  # not at the top, see the imports
     require_modalities(config)
     (modality,) = config.modalities
     table = _feature_table(modality, config.vocabulary_size, item_features)
@@ -339,5 +335,6 @@ def _feature_table(modality, vocabulary_size, item_features):
     return np.concatenate([values, present[:, None]], axis=1)  # (N + 1, dim + 1)
 
 
-BUILDERS = {"bpr": build_bpr, "vbpr": build_vbpr}
-LOSSES = {"bpr": lambda config: BPRLoss(), "vbpr": lambda config: BPRLoss()}
+def bpr_loss(config: ModelConfig) -> BPRLoss:
+    """The training loss of `bpr` and `vbpr` (their registry entries' `loss`)."""
+    return BPRLoss()

@@ -1,9 +1,9 @@
 """The paper's multimodal sequential baselines (Sec. 4.2): p-RNN, MV-RNN (-Con, -Fus, -3mDAE), VCSRS.
 
-Each reads the item ID and every chosen feature modality (`config.MODEL_MODALITIES`: `"some"`, at
+Each reads the item ID and every chosen feature modality (its registry entry's `modalities`: `"some"`, at
 least one), with presence inputs handled as in MFN4Rec (`AppendPresence`: `[present · f, present]`
 is the modality's view). The paper's image ⊕ text becomes "every modality of the config", in its
-order. All five train with softmax cross-entropy over every item (the package default, no `LOSSES`
+order. All five train with softmax cross-entropy over every item (the package default, no `loss`
 entry), score items with `ItemLogits` on `h_out = fc_out(...)`, and share MFN4Rec's contract
 (`mfn4rec_tf.baselines`). Shapes below are for the paper's sizes (image 1000, text 100, Table 1).
 
@@ -26,7 +26,7 @@ feature-rich session-based recommendations", RecSys 2016.
     NumPy reference of MFN4Rec-g). What the paper says p-RNN lacks — the gated multi-view memory
     modelling the interactions across modalities — is exactly what MFN4Rec-g drops too, so in this
     package `p-rnn` and `mfn4rec-g` runs differ only by name. The paper's own p-RNN numbers came
-    from other code (its baseline rows equal MV-RNN's public results, MODEL-NOTES.md), whose p-RNN
+    from other code (its baseline rows equal MV-RNN's public results, docs/model.md#protocols), whose p-RNN
     scores an item by the sum of one dot product per stream — the concatenated-output form read
     here. Not reproduced from Hidasi et al. or that code: alternating/residual training of the
     subnets, session-parallel mini-batches and TOP1/BPR ranking losses (every subnet here trains
@@ -35,7 +35,7 @@ feature-rich session-based recommendations", RecSys 2016.
 
 MV-RNN — Cui, Wu, Liu, Zhong, Wang, "MV-RNN: A multi-view recurrent neural network for sequential
 recommendation", IEEE TKDE 2018 (arXiv:1611.06668, 2016). Read with the authors' public code
-(github.com/cuiqiang1990/MV-RNN), which the paper's baseline numbers come from (MODEL-NOTES.md):
+(github.com/cuiqiang1990/MV-RNN), which the paper's baseline numbers come from (docs/model.md#protocols):
 each view is reduced by a bias-free linear map to the embedding width `id_embedding_dim`, the views
 are combined (`MultiViewFusion`), joined to the ID embedding, and fed to one GRU of
 `id_hidden_units` (Keras' GRU, `gru_reset_after`)::
@@ -65,7 +65,7 @@ are combined (`MultiViewFusion`), joined to the ID embedding, and fed to one GRU
 VCSRS — Qu et al., "Visual content-enhanced sequential recommendation with feature-level attention",
 Neurocomputing 2021 (doi:10.1016/j.neucom.2021.02.037), the paper's reference [1]. As the MFN4Rec
 paper adapts it (Sec. 4.2: image and text vectors concatenated into the input of the feature-level
-attention module, FAM) and MODEL-NOTES.md describes it: feature-level attention over the
+attention module, FAM) and docs/model.md#baselines sums it up: feature-level attention over the
 concatenated features, feeding an LSTM over the item IDs::
 
     f_t = [x_1t, ..., x_Kt]                                  (B, T, D = 1100)
@@ -90,9 +90,9 @@ import keras
 
 from mfn4rec_tf.baselines._common import fc_out_model, seed
 from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig, NotApplicable
+from mfn4rec_tf.heads import check_output_mode, concatenate, model_inputs
 from mfn4rec_tf.layers import AppendPresence, FullyConnected, MultiGRU, PaddingMask
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
-from mfn4rec_tf.model import _check_output_mode, _concatenate, model_inputs
 
 RECONSTRUCTION_WEIGHT = 1.0
 """Weight of MV-RNN-3mDAE's reconstruction loss beside the (per-step mean) cross-entropy."""
@@ -158,7 +158,7 @@ def build_vcsrs(config: ModelConfig, output_mode: str = "sequence", item_feature
     """VCSRS: feature-level attention over the concatenated features, beside the ID embedding in an
     LSTM (module doc). Args as `build_p_rnn`."""
     inputs, mask, embedded, views = _inputs(config, output_mode)
-    features = _concatenate(views, "features")  # f_t: (B, T, D)
+    features = concatenate(views, "features")  # f_t: (B, T, D)
     weights = FullyConnected(
         features.shape[-1], activation="sigmoid", dropout=config.dropout, seed=config.seed, name="feature_attention"
     )(features)  # a_t: (B, T, D)
@@ -168,13 +168,6 @@ def build_vcsrs(config: ModelConfig, output_mode: str = "sequence", item_feature
     return fc_out_model(config, inputs, mask, states, output_mode)
 
 
-BUILDERS = {
-    "p-rnn": build_p_rnn,
-    "mv-rnn-con": build_mv_rnn_con,
-    "mv-rnn-fus": build_mv_rnn_fus,
-    "mv-rnn-3mdae": build_mv_rnn_3mdae,
-    "vcsrs": build_vcsrs,
-}
 
 
 def _mv_rnn(config, output_mode, fusion):
@@ -189,7 +182,7 @@ def _mv_rnn(config, output_mode, fusion):
 
 def _inputs(config, output_mode):
     """The named inputs, the padding mask, the ID embedding and one view per modality."""
-    _check_output_mode(output_mode)
+    check_output_mode(output_mode)
     if not config.modalities:
         raise NotApplicable(
             f"Model {config.variant!r} reads item IDs and at least one feature modality; the config has none."

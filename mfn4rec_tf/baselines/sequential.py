@@ -17,7 +17,7 @@ Readings (ours):
   `output_units`, activation `output_activation`, dropout `dropout` on its input, seeded from
   `config.seed`), the same block as MFN4Rec's FC_out, so the two differ only in what feeds it; it
   is also the model's only dropout (the LSTM has none, like MFN4Rec's GRUs). Trained with softmax
-  cross-entropy over every item (the package default; no `LOSSES` entry).
+  cross-entropy over every item (the package default; no `loss` in their registry entries).
 - SASRec: model width `d = id_embedding_dim`; 2 blocks; 1 attention head (SASRec's choice, which
   also works for any `d`; Keras' `MultiHeadAttention` adds an output projection that the paper's
   Eq. 2 lacks); the paper's block `x + Dropout(g(LayerNorm(x)))` for `g` = self-attention and the
@@ -43,12 +43,11 @@ from keras import ops
 from mfn4rec_tf._checks import check_positive_int
 from mfn4rec_tf.baselines._common import fc_out_model, require_modalities, seed
 from mfn4rec_tf.config import ID_INPUT, ModelConfig
+from mfn4rec_tf.heads import model_inputs
 from mfn4rec_tf.layers import PaddingMask
+from mfn4rec_tf.registry import SASREC_MAX_POSITIONS
 
-# `mfn4rec_tf.model` is imported inside the builders, not here: loaders of saved models import
-# `mfn4rec_tf.model`, which may import this module to register its Keras classes (no import cycle).
-
-MAX_POSITIONS = 512
+MAX_POSITIONS = SASREC_MAX_POSITIONS
 """Length of SASRec's positional table: the longest sequence it accepts."""
 SASREC_BLOCKS = 2
 SASREC_HEADS = 1
@@ -61,7 +60,6 @@ def build_lstm(config: ModelConfig, output_mode: str = "sequence", item_features
     (`FullyConnected` to `output_units`) -> `ItemLogits`. `config.modalities` must be empty;
     `item_features` is ignored.
     """
-    from mfn4rec_tf.model import model_inputs  # not at the top, see the imports
     require_modalities(config)
     inputs = model_inputs(config)
     ids = inputs[ID_INPUT]
@@ -170,7 +168,6 @@ def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_featur
     `fc_out` (to `output_units`) -> `ItemLogits`. `config.modalities` must be empty;
     `item_features` is ignored.
     """
-    from mfn4rec_tf.model import model_inputs  # not at the top, see the imports
     require_modalities(config)
     d, rate = config.id_embedding_dim, config.dropout
     inputs = model_inputs(config)
@@ -203,4 +200,3 @@ def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_featur
     return fc_out_model(config, inputs, mask, x, output_mode, dropout=False)
 
 
-BUILDERS = {"lstm": build_lstm, "sasrec": build_sasrec}
