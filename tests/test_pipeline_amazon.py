@@ -453,8 +453,8 @@ def test_one_hostile_review_line_is_a_counted_skip_with_its_line(tmp_path, caplo
         '{"reviewerID": "U1", "asin": "B\\udfff", "unixReviewTime": 1300000000}',              # 5
         json.dumps({"reviewerID": "U1", "asin": "B000000004", "unixReviewTime": HUGE_NUMBER}),  # 6
         json.dumps({"reviewerID": "U1", "asin": "B000000004", "unixReviewTime": "\u00b2"}),     # 7
-        '{"reviewerID": "U2", "asin": "B000000002", "unixReviewTime": 1300000000, '
-        '"reviewText": "fine \\ud83d\\ude00 and \\ud800 unused"}',                             # 8 kept
+        ('{"reviewerID": "U2", "asin": "B000000002", "unixReviewTime": 1300000000, '
+         '"reviewText": "fine \\ud83d\\ude00 and \\ud800 unused"}'),                            # 8 kept
         review_2014("U2", "B000000001", 2),                                                     # 9
     ])
     caplog.set_level(logging.WARNING, logger="pipelines")
