@@ -33,11 +33,13 @@ reason are logged with `file:line`:
 - `reviews_undecodable_line` / `metadata_undecodable_line`: not UTF-8;
 - `reviews_blank_line` / `metadata_blank_line`: only whitespace;
 - `reviews_malformed_line` / `metadata_malformed_line`: not a JSON object (nor, for metadata, a Python
-  dict literal);
+  dict literal), including lines nested too deeply for the parser and numbers over Python's 4,300-digit
+  limit; or a kept value (reviewerID, asin, a text column) holding a lone surrogate escape (`\\ud800`),
+  which is no character and cannot be written as UTF-8;
 - `reviews_missing_field`: no (or an empty, or a non-string) `reviewerID` or `asin`, or no
   `unixReviewTime`;
-- `reviews_bad_timestamp`: `unixReviewTime` not an integer (an integral float or a string of digits
-  counts as one);
+- `reviews_bad_timestamp`: `unixReviewTime` not an integer (an integral float or a string of ASCII
+  digits counts as one) or outside 0..2**63 - 1;
 - `metadata_missing_asin`: a metadata record without a string `asin`;
 - `metadata_not_in_catalogue`: metadata of items not in the filtered interactions (not an error);
 - `image_truncated_record`: an incomplete last record of the `.b` file (logged with its byte offset);
@@ -96,6 +98,11 @@ KEYS_2014_ONLY = ("helpful",)  # ...and 2018 reviews never have this one
 
 _SPACE = re.compile(r"\s+")
 _LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
+# json.loads raises JSONDecodeError for bad syntax, but a plain ValueError for a number over Python's
+# 4,300-digit int conversion limit and RecursionError for brackets nested too deeply.
+_JSON_ERRORS = (ValueError, RecursionError, MemoryError)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone \udXXX escape: not a character, cannot be written as UTF-8
+_DIGITS = re.compile(r"\s*([0-9]{1,19})\s*")  # ASCII digits that fit int64
 
 
 # ----------------------------------------------------------------------------------------- line input
@@ -143,10 +150,39 @@ def read_lines(path, role: str, skips: SkipCounter, progress_every: int = PROGRE
     log.info("%s: %s lines read in %.1f s", path.name, f"{line_no:,}", time.monotonic() - started)
 
 
+def _parse_error(error: BaseException, kind: str = "JSON") -> str:
+    """Why a line is not `kind`, in words (for the skip's log line)."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not {kind} ({error.msg})"
+    if isinstance(error, (RecursionError, MemoryError)) or "too many nested" in str(error):
+        return f"not {kind} (nested too deeply)"
+    if "integer string conversion" in str(error) or "Exceeds the limit" in str(error):
+        return f"not {kind} (a number with over 4,300 digits)"
+    return f"not {kind} ({type(error).__name__}: {str(error)[:80]})"
+
+
+def _lone_surrogate(*values) -> str | None:
+    """The first of the string `values` holding a lone surrogate (a \\udXXX escape that is no character
+    and cannot be written as UTF-8), described for a skip's log line; None if there is none."""
+    for value in values:
+        if isinstance(value, str) and _SURROGATE.search(value):
+            code = ord(_SURROGATE.search(value).group())
+            return f"{value[:40]!r} holds a lone surrogate (\\u{code:04x}), not a character"
+    return None
+
+
 def _skipped(skips: SkipCounter, role: str) -> str:
     """'skipped: reason count, ...' for one file's reasons, for an error message."""
     counts = [f"{reason} {count:,}" for reason, count in skips.as_dict().items() if reason.startswith(f"{role}_")]
     return "skipped: " + ", ".join(counts) if counts else "the file has no lines"
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    """repr() cut to `limit` characters (a 5,000-digit number stays one log line)."""
+    if isinstance(value, int) and value.bit_length() > 3 * limit:  # repr() of a huge int is slow or raises
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _integer_time(value):
@@ -156,8 +192,9 @@ def _integer_time(value):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    elif isinstance(value, str):
+        digits = _DIGITS.fullmatch(value)  # not int(): 5,000 digits raise, and so does "²" (isdigit() is True)
+        value = int(digits.group(1)) if digits else None
     if isinstance(value, int) and 0 <= value < 2**63:
         return value
     return None
@@ -184,8 +221,8 @@ def read_reviews(path, skips: SkipCounter, progress_every: int = PROGRESS_EVERY)
     for line_no, text in read_lines(path, "reviews", skips, progress_every):
         try:
             record = json.loads(text)
-        except json.JSONDecodeError as error:
-            skips.skip("reviews_malformed_line", f"{where}:{line_no}", f"not JSON ({error.msg})")
+        except _JSON_ERRORS as error:
+            skips.skip("reviews_malformed_line", f"{where}:{line_no}", _parse_error(error))
             continue
         if not isinstance(record, dict):
             skips.skip("reviews_malformed_line", f"{where}:{line_no}", f"a JSON {type(record).__name__}, not an object")
@@ -198,10 +235,14 @@ def read_reviews(path, skips: SkipCounter, progress_every: int = PROGRESS_EVERY)
                                              bad_ids and f"empty or not a string: {', '.join(bad_ids)}"]))
             skips.skip("reviews_missing_field", f"{where}:{line_no}", detail)
             continue
+        surrogate = _lone_surrogate(record["reviewerID"], record["asin"])
+        if surrogate:
+            skips.skip("reviews_malformed_line", f"{where}:{line_no}", surrogate)
+            continue
         timestamp = _integer_time(record["unixReviewTime"])
         if timestamp is None:
             skips.skip("reviews_bad_timestamp", f"{where}:{line_no}",
-                       f"unixReviewTime {record['unixReviewTime']!r} is not an integer")
+                       f"unixReviewTime {_short_repr(record['unixReviewTime'])} is not an integer")
             continue
         user, item = record["reviewerID"].strip(), record["asin"].strip()
         users.append(strings.setdefault(user, user))
@@ -253,17 +294,15 @@ def clean_text(value):
 def _categories(value):
     """2014 `categories` (list of lists) or 2018 `category` (list) -> unique cleaned names, in order, joined."""
     names = []
-
-    def walk(node):
+    stack = [value]  # depth-first, in order, without recursion (a line may nest lists deeply)
+    while stack:
+        node = stack.pop()
         if isinstance(node, (list, tuple)):
-            for child in node:
-                walk(child)
+            stack.extend(reversed(node))
         else:
             name = clean_text(node)
             if name and name not in names:
                 names.append(name)
-
-    walk(value)
     return ", ".join(names) or None
 
 
@@ -282,14 +321,14 @@ def parse_metadata_line(text: str, release: str = "auto"):
     if release != "2014":
         try:
             return json.loads(text), "json"
-        except json.JSONDecodeError as error:
+        except _JSON_ERRORS as error:
             if release == "2018":
-                raise ValueError(f"not JSON ({error.msg})") from None
+                raise ValueError(_parse_error(error)) from None
     try:
         return ast.literal_eval(text.strip()), "python_literal"
     except _LITERAL_ERRORS as error:
-        kind = "JSON or a Python literal" if release == "auto" else "a Python literal"
-        raise ValueError(f"not {kind} ({type(error).__name__}: {str(error)[:80]})") from None
+        raise ValueError(_parse_error(error, "JSON or a Python literal" if release == "auto" else "a Python literal")
+                         ) from None
 
 
 def read_metadata(path, catalogue, skips: SkipCounter, release: str = "auto", progress_every: int = PROGRESS_EVERY):
@@ -327,21 +366,25 @@ def read_metadata(path, catalogue, skips: SkipCounter, release: str = "auto", pr
         if not (isinstance(asin, str) and asin.strip()):
             skips.skip("metadata_missing_asin", f"{where}:{line_no}", f"asin is {asin!r}")
             continue
-        valid += 1
-        parsed[parser] += 1
         asin = asin.strip()
-        if asin not in catalogue:
-            skips.add("metadata_not_in_catalogue", 1)
-            continue
-        rows.append(
-            {
+        if asin in catalogue:
+            row = {
                 "item_id": asin,
                 "title": clean_text(record.get("title")),
                 "description": clean_text(record.get("description")),
                 "categories": _categories(record.get("categories", record.get("category"))),
                 "brand": clean_text(record.get("brand")),
             }
-        )
+            surrogate = _lone_surrogate(*row.values())  # only the kept text matters
+            if surrogate:
+                skips.skip("metadata_malformed_line", f"{where}:{line_no}", surrogate)
+                continue
+        valid += 1
+        parsed[parser] += 1
+        if asin not in catalogue:
+            skips.add("metadata_not_in_catalogue", 1)
+            continue
+        rows.append(row)
     if not valid:
         raise ValueError(f"{path} has no valid metadata line ({_skipped(skips, 'metadata')}).")
     if parsed["python_literal"] and not parsed["json"]:

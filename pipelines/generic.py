@@ -20,10 +20,15 @@ CSV/TSV files are UTF-8 with a header line):
 
 Skipped input is counted by reason (first few logged as `file:line` or `file:row N`):
 `malformed_line` and `empty_line` (CSV rows with the wrong number of fields / no fields),
-`bad_timestamp` (neither a number nor a date), `items_malformed_line`, `items_empty_line`, `<NAME>_null_vectors`
-(a parquet vector that is null), `<NAME>_not_in_catalogue` (vector rows of items no user
-interacted with), plus the shared reasons of `pipelines.common` (`missing_user_or_item`,
-`duplicate_events`, `metadata_not_in_catalogue`, `<NAME>_non_finite`, `<NAME>_missing`, ...).
+`bad_timestamp` (neither a number nor a date), `missing_user_or_item` (a null, NaN or blank id, or one
+that spells a missing value: `NaN`, `NULL`, `None`, `N/A`, `#N/A`, `<NA>` in any case),
+`items_malformed_line`, `items_empty_line`, `<NAME>_null_vectors` (a parquet vector that is null),
+`<NAME>_not_in_catalogue` (vector rows of items no user interacted with), plus the shared reasons of
+`pipelines.common` (`duplicate_events`, `metadata_not_in_catalogue`, `<NAME>_non_finite`, `<NAME>_missing`, ...).
+
+Errors (one `error:` line, exit status 2) rather than skips: a needed column missing from a file or named
+twice in its header (which one would be read is a guess), and a CSV/TSV line longer than
+`--max-line-bytes` (default 1 MiB) that the reader refuses, named by `file:line` with the flag to raise.
 
 Example::
 
@@ -35,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import io
 import logging
@@ -76,6 +82,11 @@ RESERVED_ITEM_COLUMNS = ("item_index", "item_id")
 _INTEGER = r"^\s*-?\d{1,18}\s*$"  # fits int64
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _MILLISECONDS = 1e11  # seconds after the year 5000: the column is probably in milliseconds
+# Ids that are a missing value, not a user or item (compared lower-case, after trimming): what pandas,
+# numpy, SQL exports and spreadsheets write for one.
+MISSING_IDS = ("", "nan", "null", "none", "n/a", "#n/a", "<na>")
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # pyarrow's default CSV block size
+_MAX_BLOCK_BYTES = 2**31 - 1  # pyarrow's block size is an int32
 
 
 def table_format(path) -> tuple[str, str | None]:
@@ -112,17 +123,20 @@ class Places:
         return Places(self.path, self.numbers[mask], self.unit)
 
 
-def read_table(path, columns=None, *, string_columns=(), skips: SkipCounter, prefix="", multiline=False):
+def read_table(path, columns=None, *, string_columns=(), skips: SkipCounter, prefix="", multiline=False,
+               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
     """Reads `columns` (all if None) of a CSV/TSV/parquet file as a pyarrow Table.
 
     Args:
         path: the file.
-        columns: the columns needed; a missing one is a ValueError naming the file, the column and
-            the columns found.
+        columns: the columns needed; a missing one, or one the header names twice, is a ValueError
+            naming the file, the column and the columns found.
         string_columns: CSV columns read as strings whatever they look like (ids, times), or "all".
         skips: counts CSV lines with the wrong number of fields (`<prefix>malformed_line`).
         prefix: prefix of the skip reasons.
         multiline: CSV values may hold line breaks (inside quotes); line numbers are then approximate.
+        max_line_bytes: CSV lines (rows) up to this long are always read; a longer one may be refused,
+            with a ValueError naming its line (the reader's block size).
 
     Returns:
         (table, where): `where[i]` says where row i came from (`file:line` / `file:row N`), for messages.
@@ -151,7 +165,7 @@ def read_table(path, columns=None, *, string_columns=(), skips: SkipCounter, pre
     try:
         table = pa_csv.read_csv(
             path,
-            read_options=pa_csv.ReadOptions(use_threads=False),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=min(max_line_bytes, _MAX_BLOCK_BYTES)),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False,
                                               newlines_in_values=multiline, invalid_row_handler=handler),
             convert_options=pa_csv.ConvertOptions(
@@ -160,29 +174,33 @@ def read_table(path, columns=None, *, string_columns=(), skips: SkipCounter, pre
             ),
         )
     except pa.ArrowInvalid as error:
+        if "straddl" in str(error):  # "straddling object straddles two block boundaries"
+            raise ValueError(_long_line_message(path, max_line_bytes)) from None
         raise ValueError(f"{path} cannot be read as {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") from None
     where = Places(path, row_line_numbers(table.num_rows, invalid, first_line=2))
     table, where = _drop_empty_rows(table, where, skips, prefix)
     return table, where
 
 
-def read_interactions(path, user_col, item_col, time_col, skips: SkipCounter) -> pd.DataFrame:
+def read_interactions(path, user_col, item_col, time_col, skips: SkipCounter,
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> pd.DataFrame:
     """Reads the interaction log into user_id, item_id (strings) and timestamp (int64 seconds).
 
-    Rows whose time is neither a number nor a date are counted as `bad_timestamp`.
+    Rows whose time is neither a number nor a date are counted as `bad_timestamp`; rows whose user or
+    item id is missing (null, NaN, blank, or one of `MISSING_IDS` such as "NaN" or "NULL") as
+    `missing_user_or_item`, both logged with their line for the first few.
     """
     columns = list(dict.fromkeys([user_col, item_col, time_col]))
-    table, where = read_table(path, columns, string_columns=columns, skips=skips)
+    table, where = read_table(path, columns, string_columns=columns, skips=skips, max_line_bytes=max_line_bytes)
     seconds, ok = to_seconds(table.column(time_col))
     _skip_rows(skips, "bad_timestamp", where, np.flatnonzero(~ok),
                lambda row: f"{time_col}={table.column(time_col)[int(row)].as_py()!r}")
-    events = pd.DataFrame(
-        {
-            "user_id": id_strings(table.column(user_col)),
-            "item_id": id_strings(table.column(item_col)),
-            "timestamp": seconds,
-        }
-    )[ok].reset_index(drop=True)
+    users, items = id_strings(table.column(user_col)), id_strings(table.column(item_col))
+    missing = ok & (missing_ids(users) | missing_ids(items))
+    _skip_rows(skips, "missing_user_or_item", where, np.flatnonzero(missing),
+               lambda row: f"{user_col}={users[row]!r}, {item_col}={items[row]!r}")
+    keep = ok & ~missing
+    events = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": seconds})[keep].reset_index(drop=True)
     if events.empty:
         raise ValueError(f"{path} has no valid interaction ({table.num_rows} rows read; skipped {skips.as_dict()}).")
     if np.median(events["timestamp"]) > _MILLISECONDS:
@@ -192,7 +210,8 @@ def read_interactions(path, user_col, item_col, time_col, skips: SkipCounter) ->
     return events
 
 
-def read_items(path, id_col, text_fields, skips: SkipCounter) -> tuple[pd.DataFrame, list]:
+def read_items(path, id_col, text_fields, skips: SkipCounter,
+               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> tuple[pd.DataFrame, list]:
     """Reads item metadata into item_id and the text columns (Python strings or None).
 
     Args:
@@ -202,7 +221,8 @@ def read_items(path, id_col, text_fields, skips: SkipCounter) -> tuple[pd.DataFr
         (items, text_fields).
     """
     # CSV columns are all read as strings (type guesses from the first block can fail further down).
-    table, _ = read_table(path, None, string_columns="all", skips=skips, prefix="items_", multiline=True)
+    table, _ = read_table(path, None, string_columns="all", skips=skips, prefix="items_", multiline=True,
+                          max_line_bytes=max_line_bytes)
     found = table.column_names
     _check_columns(path, [id_col], found)
     if text_fields is None:
@@ -362,12 +382,13 @@ def to_seconds(array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def id_strings(array) -> np.ndarray:
-    """Ids as an object array of str (None where missing): strings trimmed, integers (also integral floats)
-    in decimal."""
+    """Ids as an object array of str (None where missing, NaN included): strings trimmed, integers (also
+    integral floats) in decimal."""
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     if pa.types.is_floating(array.type):
+        array = pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)  # not INT64_MIN, not "nan"
         values = array.to_numpy(zero_copy_only=False)
         finite = values[np.isfinite(values)]
         if np.array_equal(finite, np.floor(finite)) and (np.abs(finite) < 9e18).all():
@@ -375,6 +396,24 @@ def id_strings(array) -> np.ndarray:
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
     return pc.utf8_trim_whitespace(array).to_numpy(zero_copy_only=False)
+
+
+def missing_ids(ids) -> np.ndarray:
+    """bool [rows]: which of `ids` (as `id_strings` gives them) are a missing value: None, or one of
+    `MISSING_IDS` in any case ("", "NaN", "NULL", "None", "N/A", ...)."""
+    lowered = pc.utf8_lower(pa.array(ids, pa.string()))
+    return pc.is_in(lowered, value_set=pa.array(MISSING_IDS)).fill_null(True).to_numpy(zero_copy_only=False)
+
+
+def _max_line_bytes(text: str) -> int:
+    """argparse type of --max-line-bytes: a whole number of bytes, 1 to 2**31 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, e.g. {4 << 20}; got {text!r}") from None
+    if not 1 <= value <= _MAX_BLOCK_BYTES:
+        raise argparse.ArgumentTypeError(f"must be 1 to {_MAX_BLOCK_BYTES:,} bytes; got {value:,}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--text-fields",
                         help="comma-separated columns of --items kept as text "
                              "(default: every string column but the id, numbers-only CSV columns excepted)")
+    source.add_argument("--max-line-bytes", type=_max_line_bytes, default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
+                        help="CSV/TSV lines (rows) of --interactions and --items up to this long are always read; "
+                             "a longer one may stop the run with an error naming its line, then raise this "
+                             "(default: %(default)s, 1 MiB)")
     vectors = parser.add_argument_group("precomputed features")
     vectors.add_argument("--vectors", action="append", type=VectorSource.parse, default=[], metavar="NAME=FILE[:IDS]",
                          help="modality NAME from FILE.npy (+ IDS, a file of item ids, one a line) or FILE.parquet; "
@@ -416,14 +459,16 @@ def main(argv=None) -> Path:
     _check_inputs(args)
 
     skips = SkipCounter()
-    events = read_interactions(args.interactions, args.user_col, args.item_col, args.time_col, skips)
+    events = read_interactions(args.interactions, args.user_col, args.item_col, args.time_col, skips,
+                               max_line_bytes=args.max_line_bytes)
     events = drop_duplicate_events(events, skips)
     events, filters = apply_filters(events, FilterSpec.from_args(args))
     if events.empty:
         raise ValueError(f"no interactions left after the filters ({[s['filter'] for s in filters]}); relax them.")
     item_meta = None
     if args.items is not None:
-        item_meta, text_fields = read_items(args.items, items_id_col, text_fields, skips)
+        item_meta, text_fields = read_items(args.items, items_id_col, text_fields, skips,
+                                            max_line_bytes=args.max_line_bytes)
     items, interactions = index_items(events, item_meta, skips)
 
     features = {}
@@ -473,18 +518,63 @@ def _check_inputs(args):
 
 
 def _check_columns(path, columns, found):
+    """Every column of `columns` (all of `found` if None) is in the header `found`, once."""
     for column in columns or ():
         if column not in found:
             raise ValueError(f"{path} has no column {column!r}; its columns are {list(found)}.")
+    counts = collections.Counter(found)
+    for column in found if columns is None else columns:
+        if counts[column] > 1:
+            positions = ", ".join(str(i + 1) for i, name in enumerate(found) if name == column)
+            raise ValueError(
+                f"{path}: column {column!r} is in the header {counts[column]} times (columns {positions}); "
+                "rename all but one, so that it is clear which one to read."
+            )
 
 
 def _csv_header(path, delimiter) -> list:
     """The column names on the first line of a (possibly compressed) CSV/TSV file."""
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""), delimiter=delimiter), None)
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            first = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""), delimiter=delimiter),
+                         None)
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}:1: the header line cannot be read ({error}).") from None
     if not first:
         raise ValueError(f"{path} is empty: expected a header line with the column names.")
     return first
+
+
+def _long_line_message(path, limit) -> str:
+    """The error for a CSV the reader refused for a row over `limit` bytes: names the first line that long."""
+    found = _first_line_longer_than(path, limit)
+    if found is None:  # a row with line breaks inside quotes, each line shorter than the limit
+        return (f"{path}: a row (a quoted value with line breaks) is longer than {limit:,} bytes; "
+                f"raise the limit with --max-line-bytes.")
+    line, length = found
+    suggest = min(((length >> 20) + 1) << 20, _MAX_BLOCK_BYTES)
+    return (f"{path}:{line}: the line is {length:,} bytes, longer than the {limit:,} read at once; "
+            f"raise the limit with --max-line-bytes (e.g. --max-line-bytes {suggest}).")
+
+
+def _first_line_longer_than(path, limit):
+    """(line number, length in bytes without the line break) of the first line of the (decompressed) file
+    longer than `limit` bytes, or None."""
+    line, carried = 1, 0  # line number of the first piece of the chunk; bytes of it in earlier chunks
+    with pa.input_stream(str(path), compression="detect") as stream:
+        while True:
+            chunk = stream.read(1 << 24)
+            if not chunk:
+                break
+            ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == ord("\n"))
+            lengths = np.r_[ends, len(chunk)] - np.r_[0, ends + 1]  # the last piece goes on in the next chunk
+            lengths[0] += carried
+            over = np.flatnonzero(lengths[:-1] > limit)
+            if len(over):
+                return line + int(over[0]), int(lengths[over[0]])
+            line += len(ends)
+            carried = int(lengths[-1])
+    return (line, carried) if carried > limit else None
 
 
 def _drop_empty_rows(table, where, skips, prefix):

@@ -424,3 +424,79 @@ def test_out_of_range_timestamps_are_counted_not_fatal(tmp_path):
     manifest = _json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["interactions"] == 2
     assert manifest["skipped"]["reviews_bad_timestamp"] == 3
+
+
+# ------------------------------------------------------------------------ hostile single lines (row 9)
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+HUGE_NUMBER = "1" * 5_000  # over Python's 4,300-digit int/str conversion limit
+
+
+def skip_places(caplog):
+    """reason -> the places (file:line) logged for it."""
+    places = {}
+    for record in caplog.records:
+        if record.getMessage().startswith("skipped ("):
+            reason, _, rest = record.getMessage()[len("skipped ("):].partition(") at ")
+            places.setdefault(reason, []).append(rest.split(": ", 1)[0])
+    return places
+
+
+def test_one_hostile_review_line_is_a_counted_skip_with_its_line(tmp_path, caplog):
+    """A 100,000-deep bracket line, a lone surrogate in an id, a 5,000-digit time (number or string) and a
+    superscript-digit time each skip their own line (with file:line); the good lines still make the dataset."""
+    reviews = write_lines(tmp_path / "reviews_Hostile.json", [
+        review_2014("U1", "B000000001", 1),                                                     # 1
+        DEEP_JSON,                                                                              # 2
+        '{"reviewerID": "U\\ud800", "asin": "B000000002", "unixReviewTime": 1300000000}',      # 3
+        '{"reviewerID": "U1", "asin": "B000000003", "unixReviewTime": ' + HUGE_NUMBER + "}",   # 4
+        '{"reviewerID": "U1", "asin": "B\\udfff", "unixReviewTime": 1300000000}',              # 5
+        json.dumps({"reviewerID": "U1", "asin": "B000000004", "unixReviewTime": HUGE_NUMBER}),  # 6
+        json.dumps({"reviewerID": "U1", "asin": "B000000004", "unixReviewTime": "\u00b2"}),     # 7
+        ('{"reviewerID": "U2", "asin": "B000000002", "unixReviewTime": 1300000000, '
+         '"reviewText": "fine \\ud83d\\ude00 and \\ud800 unused"}'),                            # 8 kept
+        review_2014("U2", "B000000001", 2),                                                     # 9
+    ])
+    caplog.set_level(logging.WARNING, logger="pipelines")
+    out = tmp_path / "ds"
+    assert run_main(amazon.main, ["--reviews", str(reviews), "--out", str(out)]) == 0
+    dataset = load_dataset(out)
+    assert dataset.manifest["counts"] == {"users": 2, "items": 2, "interactions": 3}
+    assert dataset.manifest["skipped"] == {"reviews_malformed_line": 4, "reviews_bad_timestamp": 2}
+    places = skip_places(caplog)
+    assert places["reviews_malformed_line"] == [f"{reviews}:{n}" for n in (2, 3, 4, 5)]
+    assert places["reviews_bad_timestamp"] == [f"{reviews}:{n}" for n in (6, 7)]
+    details = " ".join(r.getMessage() for r in caplog.records)
+    assert "nested too deeply" in details and "lone surrogate" in details and "4,300 digits" in details
+
+
+def test_one_hostile_metadata_line_is_a_counted_skip_with_its_line(reviews_2014, tmp_path, caplog):
+    """JSON and Python-literal lines nested 100,000 deep, lone surrogates in kept text, a 5,000-digit
+    number: each skips its line (with file:line), the other lines give their text."""
+    meta = write_lines(tmp_path / "meta_Hostile.json", [
+        json.dumps({"asin": "B000000001", "title": "Shirt"}),                  # 1
+        DEEP_JSON,                                                             # 2
+        "{'asin': 'B000000002', 'title': " + "(" * 100_000 + ")" * 100_000 + "}",  # 3
+        '{"asin": "B000000002", "title": "Sock \\ud800"}',                     # 4
+        "{'asin': 'B000000003', 'brand': 'Acme \\udc00'}",                     # 5
+        '{"asin": "B000000004", "title": ' + HUGE_NUMBER + "}",                # 6
+        "{'asin': 'B000000004', 'title': " + HUGE_NUMBER + "}",               # 7
+        json.dumps({"asin": "B000000003", "categories": [[[["Hats"]]]] + [[[]] * 1]}),  # 8 kept
+        json.dumps({"asin": "B000000002", "title": "Warm socks"}),             # 9
+    ])
+    caplog.set_level(logging.WARNING, logger="pipelines")
+    out = tmp_path / "ds"
+    assert run_main(amazon.main, ["--reviews", str(reviews_2014), "--meta", str(meta), "--out", str(out)]) == 0
+    dataset = load_dataset(out)
+    assert dataset.manifest["skipped"]["metadata_malformed_line"] == 6
+    assert skip_places(caplog)["metadata_malformed_line"][:5] == [f"{meta}:{n}" for n in (2, 3, 4, 5, 6)]
+    titles = dict(zip(dataset.items["item_id"], dataset.items["title"]))
+    assert titles["B000000001"] == "Shirt" and titles["B000000002"] == "Warm socks"
+    assert dict(zip(dataset.items["item_id"], dataset.items["categories"]))["B000000003"] == "Hats"
+
+
+def test_deeply_nested_categories_do_not_exhaust_the_stack():
+    deep = ["Hats"]
+    for _ in range(5_000):
+        deep = [deep, []]
+    assert amazon._categories(deep) == "Hats"

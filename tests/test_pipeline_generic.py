@@ -202,6 +202,7 @@ def test_to_seconds_rejects_other_types():
     (pa.array([" a ", "b"]), ["a", "b"]),
     (pa.array(["x", "y", "x"]).dictionary_encode(), ["x", "y", "x"]),
     (pa.array([12, 7], pa.int16()), ["12", "7"]),
+    (pa.array([1.0, float("nan"), 3.0]), ["1", None, "3"]),  # NaN is missing, not -9223372036854775808
 ])
 def test_id_strings(array, ids):
     assert generic.id_strings(array).tolist() == ids
@@ -315,9 +316,120 @@ def test_help_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "pipelines.generic", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for option in ("--interactions", "--time-col", "--vectors", "--paper-filters", "--glove", "--images"):
+    for option in ("--interactions", "--time-col", "--vectors", "--paper-filters", "--glove", "--images",
+                   "--max-line-bytes"):
         assert option in result.stdout
 
+
+
+# --------------------------------------------------------------- missing ids, header, long lines (row 10)
+
+def test_missing_value_ids_are_counted_skips_with_their_line(tmp_path, capsys, caplog):
+    """"NaN", "nan", "NULL", "None", "N/A", empty and blank ids are missing values, not a user or item."""
+    log_csv = write(tmp_path / "log.csv", [
+        "user_id,item_id,timestamp",
+        "u1,i1,1",        # 2
+        "NaN,i2,2",       # 3
+        "u1,nan,3",       # 4
+        'u2,"",4',        # 5
+        "NULL,i3,5",      # 6
+        "  ,i3,6",        # 7
+        "None,i3,7",      # 8
+        "u2,N/A,8",       # 9
+        "u2,i1,9",        # 10
+        "Nancy,i2,10",    # 11: a real id
+    ])
+    caplog.set_level(logging.WARNING, logger="pipelines")
+    status, out, _ = run(["--interactions", log_csv, "--out", tmp_path / "ds"], capsys)
+    assert status == 0
+    dataset = load_dataset(tmp_path / "ds")
+    assert dataset.manifest["skipped"] == {"missing_user_or_item": 7}
+    assert "  skipped missing_user_or_item: 7" in out
+    assert sorted(dataset.interactions["user_id"].unique()) == ["Nancy", "u1", "u2"]
+    assert dataset.items["item_id"].tolist() == ["i1", "i2"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for line in (3, 4, 5, 6, 7):  # the first five are logged with their line
+        assert f"(missing_user_or_item) at {log_csv}:{line}:" in logged
+    assert "user_id='NaN'" in logged
+
+
+def test_missing_value_ids_in_parquet_are_counted_skips(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({  # a float NaN id (not a null), a "NaN" string id, a null id
+        "user_id": pa.array([1.0, float("nan"), 2.0, None, 2.0]),
+        "item_id": ["i1", "i1", "NaN", "i2", "i2"],
+        "timestamp": [1, 2, 3, 4, 5],
+    }), tmp_path / "log.parquet")
+    dataset = main("--interactions", tmp_path / "log.parquet", "--out", tmp_path / "ds")
+    assert dataset.manifest["skipped"] == {"missing_user_or_item": 3}
+    assert sorted(dataset.interactions["user_id"].unique()) == ["1", "2"]
+    assert dataset.items["item_id"].tolist() == ["i1", "i2"]
+
+
+@pytest.mark.parametrize("role, header, message", [
+    ("interactions", "user_id,item_id,user_id,timestamp", "'user_id'"),
+    ("items", "item_id,title,title", "'title'"),
+])
+def test_duplicated_header_column_is_one_error_line(interactions_csv, tmp_path, capsys, role, header, message):
+    path = write(tmp_path / f"{role}.csv", [header, "u1,i1,x,1" if role == "interactions" else "i2,a,b"])
+    argv = (["--interactions", path] if role == "interactions"
+            else ["--interactions", interactions_csv, *CSV_ARGS, "--items-id-col", "item_id", "--items", path])
+    status, _, err = run([*argv, "--out", tmp_path / "ds"], capsys)
+    line = _one_error_line(err)
+    assert status == 2 and str(path) in line and message in line and "2 times" in line
+    assert not (tmp_path / "ds").exists()
+
+
+def test_duplicated_header_column_in_parquet_is_one_error_line(tmp_path, capsys):
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table([["u1"], ["i1"], ["u9"], [1]], names=["user_id", "item_id", "user_id", "timestamp"]),
+                   tmp_path / "log.parquet")
+    status, _, err = run(["--interactions", tmp_path / "log.parquet", "--out", tmp_path / "ds"], capsys)
+    line = _one_error_line(err)
+    assert status == 2 and "log.parquet" in line and "'user_id'" in line and "2 times" in line
+
+
+def test_duplicated_unused_column_is_fine(tmp_path):
+    path = write(tmp_path / "log.csv", ["user_id,note,item_id,note,timestamp", "u1,a,i1,b,1", "u1,c,i2,d,2"])
+    assert main("--interactions", path, "--out", tmp_path / "ds").manifest["counts"]["interactions"] == 2
+
+
+def _log_with_long_line(path, line_bytes):
+    """A log whose line 2,002 (after about 30 KB of short lines) is `line_bytes` long; returns the path."""
+    rows = [f"u{k % 7},i{k % 11},{k}," for k in range(2000)]
+    long_row = "u1,i1,5," + "x" * (line_bytes - len("u1,i1,5,"))
+    return write(path, ["user_id,item_id,timestamp,note", *rows, long_row, *rows])
+
+
+def test_line_over_the_limit_names_the_line_and_the_flag(tmp_path, capsys):
+    path = _log_with_long_line(tmp_path / "log.csv", 2_500_000)  # over the default 1 MiB (and twice it)
+    status, _, err = run(["--interactions", path, "--out", tmp_path / "ds"], capsys)
+    line = _one_error_line(err)
+    assert status == 2 and f"{path}:2002" in line and "2,500,000 bytes" in line and "--max-line-bytes" in line
+    # Raising the limit reads the file.
+    dataset = main("--interactions", path, "--max-line-bytes", 3_000_000, "--out", tmp_path / "ds")
+    assert dataset.manifest["counts"]["interactions"] == 2001  # the 2,000 repeated rows are duplicates
+
+
+def test_max_line_bytes_applies_to_items_too(interactions_csv, tmp_path, capsys):
+    items = write(tmp_path / "items.csv", ["iid,title", *[f"i{k},title {k}" for k in range(100, 400)],
+                                           "i2," + "y" * 5_000, "i3,short"])
+    argv = ["--interactions", interactions_csv, *CSV_ARGS, "--items", items]
+    status, _, err = run([*argv, "--max-line-bytes", "2000", "--out", tmp_path / "ds"], capsys)
+    line = _one_error_line(err)
+    assert status == 2 and f"{items}:302" in line and "--max-line-bytes" in line
+    assert main(*argv, "--max-line-bytes", "8000", "--out", tmp_path / "ds").items["title"].str.len().max() == 5_000
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_max_line_bytes_must_be_a_positive_integer(value, capsys):
+    base = ["--interactions", "x.csv", "--out", "o"]
+    assert generic.build_parser().parse_args(base).max_line_bytes == 1 << 20
+    assert generic.build_parser().parse_args([*base, "--max-line-bytes", "4096"]).max_line_bytes == 4096
+    with pytest.raises(SystemExit) as exit_info:
+        generic.build_parser().parse_args(["--interactions", "x.csv", "--out", "o", "--max-line-bytes", value])
+    assert exit_info.value.code == 2 and "--max-line-bytes" in capsys.readouterr().err
 
 @pytest.mark.slow
 def test_real_amazon_beauty_sample(tmp_path, capsys):
