@@ -25,7 +25,9 @@ import yaml
 
 from mfn4rec_tf import registry
 from mfn4rec_tf.run_config import (
+    SAMPLERS,
     STRATEGIES,
+    TRAINING_LOSSES,
     DataSection,
     ModelSection,
     RunConfig,
@@ -62,6 +64,10 @@ FLAGS = {
     "--patience": ("train.patience", int, "early stopping: epochs without a better validation Recall@20"),
     "--seed": ("train.seed", int, "seed of weights, dropout and batch order"),
     "--strategy": ("train.strategy", str, f"distribution strategy: {', '.join(STRATEGIES)}"),
+    "--loss": ("train.loss", str, f"training loss: {', '.join(TRAINING_LOSSES)} (sampled softmax with the logQ "
+                                  "correction; evaluation always ranks every item)"),
+    "--num-negatives": ("train.num_negatives", int, "negatives per batch of the sampled loss"),
+    "--sampler": ("train.sampler", str, f"negatives of the sampled loss: {', '.join(SAMPLERS)}"),
 }
 """flag -> (config key, type, help text or a function giving it at parse time)."""
 

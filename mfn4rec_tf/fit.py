@@ -21,7 +21,8 @@ from mfn4rec_tf import cli
 log = logging.getLogger("mfn4rec_tf.fit")
 
 FLAGS = cli.flags("--data", "--protocol", "--modalities", "--max-length", "--model", "--dropout", "--epochs",
-                  "--batch-size", "--learning-rate", "--targets", "--patience", "--seed", "--strategy")
+                  "--batch-size", "--learning-rate", "--targets", "--patience", "--seed", "--strategy",
+                  "--loss", "--num-negatives", "--sampler")
 
 
 def parse_args(argv=None):

@@ -106,6 +106,54 @@ def top_k_items(logits, k, exclude=None):
     return items.astype(np.int32)
 
 
+def top_k_items_chunked(user, kernel, bias, k, exclude=None, chunk_items=65536):
+    """`top_k_items` of the scores `user · kernel + bias`, computed `chunk_items` items at a time with
+    a running top-K, so that no `(batch, N + 1)` block exists (only `(batch, chunk_items + k)`).
+
+    The same ranking as `top_k_items(user @ kernel + bias, k, exclude)`, ties included: each chunk's
+    scores come from the same product, and the running list holds lower indices than every later
+    chunk, so the top-k kernel's lower-position-first rule is the lower-index-first rule.
+
+    Args:
+        user: float `(batch, d)` user representations (`h_out`).
+        kernel, bias: `(d, N + 1)` and `(N + 1,)`, the `ItemLogits` layer's weights.
+        k, exclude: as in `top_k_items`.
+        chunk_items: items scored per chunk.
+    """
+    import tensorflow as tf
+
+    k = check_positive_int("k", k)
+    chunk_items = check_positive_int("chunk_items", chunk_items)
+    user = tf.convert_to_tensor(user, tf.float32)
+    kernel = tf.convert_to_tensor(kernel, tf.float32)
+    bias = tf.convert_to_tensor(bias, tf.float32)
+    batch, width = int(user.shape[0]), int(kernel.shape[1])
+    if exclude is not None:
+        exclude = _check_items("exclude", exclude, batch, width - 1)
+    values = tf.zeros((batch, 0), tf.float32)
+    items = tf.zeros((batch, 0), tf.int32)
+    for start in range(0, width, chunk_items):
+        stop = min(width, start + chunk_items)
+        scores = tf.matmul(user, kernel[:, start:stop]) + bias[start:stop]  # (batch, chunk)
+        blocked = np.zeros((batch, stop - start), bool)
+        if start == 0:
+            blocked[:, 0] = True  # padding is never ranked
+        if exclude is not None:
+            rows, cols = np.nonzero((exclude >= start) & (exclude < stop))
+            blocked[rows, exclude[rows, cols] - start] = True
+        scores = tf.where(blocked, tf.constant(-np.inf, tf.float32), scores)
+        candidates = tf.concat([values, scores], axis=1)
+        ids = tf.concat([items, tf.broadcast_to(tf.range(start, stop, dtype=tf.int32)[None, :], (batch, stop - start))],
+                        axis=1)
+        values, positions = tf.math.top_k(candidates, k=min(k, int(candidates.shape[1])), sorted=True)
+        items = tf.gather(ids, positions, batch_dims=1)
+    values, items = values.numpy(), items.numpy()
+    items[values == -np.inf] = 0
+    if items.shape[1] < k:
+        items = np.pad(items, ((0, 0), (0, k - items.shape[1])))
+    return items.astype(np.int32)
+
+
 class RankingMetrics:
     """Accumulates the full-ranking metrics of the module docstring over batches of users.
 
@@ -159,6 +207,11 @@ class RankingMetrics:
             )
         targets = _check_items("targets", targets, logits.shape[0], logits.shape[1] - 1)
         self.update_from_ranked(top_k_items(logits, self.max_k, exclude), targets)
+
+    def update_chunked(self, user, kernel, bias, targets, exclude=None, chunk_items=65536):
+        """`update` for scores `user · kernel + bias` ranked in chunks (`top_k_items_chunked`)."""
+        targets = _check_items("targets", targets, int(np.shape(user)[0]), int(np.shape(kernel)[1]) - 1)
+        self.update_from_ranked(top_k_items_chunked(user, kernel, bias, self.max_k, exclude, chunk_items), targets)
 
     def update_from_ranked(self, ranked, targets):
         """Accumulates the metrics of ranked lists computed elsewhere (e.g. a popularity baseline).
@@ -224,7 +277,7 @@ class RankingMetrics:
         return metrics
 
 
-def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None):
+def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None, memory_mb=None):
     """Full-ranking metrics of a Keras model in "last" output mode over `(inputs, targets)` batches.
 
     Args:
@@ -239,6 +292,10 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
         progress: show a `keras.utils.Progbar` when the number of batches is known. Default True.
         steps: the number of batches, for the progress bar; default `len(ranking_batches)` when
             it has one. All batches are evaluated either way.
+        memory_mb: the most memory one batch's scores may take. When a batch's `(batch, N + 1)`
+            float32 scores would take more and the model scores items with an `ItemLogits` layer
+            named `item_logits`, the items are ranked in chunks that fit (`top_k_items_chunked`:
+            the same ranking). Default None: no limit.
 
     Returns:
         `RankingMetrics(ks).result()` over all batches.
@@ -250,15 +307,42 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
         except TypeError:  # a generator: length unknown
             steps = None
     bar = keras.utils.Progbar(steps, unit_name="batch") if progress and steps else None
+    chunked = _chunked_scoring(model) if memory_mb is not None else None
     for step, (inputs, targets) in enumerate(ranking_batches):
+        exclude = inputs["item_ids"] if exclude_history else None
+        if chunked is not None:
+            encoder, layer = chunked
+            batch, width = len(inputs["item_ids"]), layer.vocabulary_size
+            # scores, their copy beside the running top-k, and the top-k's own buffers: ~3 blocks
+            chunk = int(memory_mb * 2**20 // (3 * 4 * max(batch, 1)))
+            if chunk < width:
+                metrics.update_chunked(encoder.predict_on_batch(inputs), layer.kernel, layer.bias, targets, exclude,
+                                       chunk_items=max(chunk, metrics.max_k))
+                if bar is not None:
+                    bar.update(step + 1)
+                continue
         outputs = model.predict_on_batch(inputs)
         if not isinstance(outputs, dict) or "logits" not in outputs:
             raise ValueError(f"`model` must return a dict with `logits`. Received {type(outputs).__name__}")
-        exclude = inputs["item_ids"] if exclude_history else None
         metrics.update(outputs["logits"], targets, exclude)
         if bar is not None:
             bar.update(step + 1)
     return metrics.result()
+
+
+def _chunked_scoring(model):
+    """`(user-representation model, ItemLogits layer)` of a "last"-mode model of the package, or None
+    when it scores items otherwise (VBPR's visual scores, pop's counts)."""
+    from mfn4rec_tf.layers import ItemLogits
+
+    try:
+        layer = model.get_layer("item_logits")
+        user = model.get_layer("last_valid_step").output
+    except (ValueError, AttributeError):
+        return None
+    if type(layer) is not ItemLogits:
+        return None
+    return keras.Model(model.input, user), layer
 
 
 def format_table(metrics, ks=KS):

@@ -54,6 +54,9 @@ class ModelSpec:
         preset: default settings, `{"model": {...}, "train": {...}}`, over the dataclass defaults.
         max_length: the longest history it can read (`data.max_length` must not exceed it), or None.
         max_epochs: most epochs that can change it (training stops there), or None.
+        sampled_loss: whether `train.loss: sampled` applies: True (a softmax over its `ItemLogits`),
+            False (it has its own loss, or no item vector per item: not applicable), or None (it
+            does not train by a loss at all: the setting is ignored).
     """
 
     name: str
@@ -66,6 +69,7 @@ class ModelSpec:
     preset: dict = field(default_factory=dict)
     max_length: int | None = None
     max_epochs: int | None = None
+    sampled_loss: bool | None = True
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -145,14 +149,15 @@ def unregister(name: str):
 for _spec in (
     ModelSpec("pop", "reference", "mfn4rec_tf.baselines.popularity:build_pop",
               "the most frequent items of the training sequences, for every user",
-              modalities="none", max_epochs=1,
+              modalities="none", max_epochs=1, sampled_loss=None,
               # Its scores are the counts of the training data it saw, so it always counts the data
               # before the test targets (train + validation), whatever the protocol.
               preset={"train": {"retrain": True}}),
     ModelSpec("bpr", "baseline", f"{_BPR}:build_bpr", "matrix factorisation with the BPR loss",
-              paper="Rendle et al., UAI 2009", modalities="none", loss=f"{_BPR}:bpr_loss"),
+              paper="Rendle et al., UAI 2009", modalities="none", loss=f"{_BPR}:bpr_loss", sampled_loss=False),
     ModelSpec("vbpr", "baseline", f"{_BPR}:build_vbpr", "BPR with visual factors",
-              paper="He & McAuley, AAAI 2016", modalities=("image",), loss=f"{_BPR}:bpr_loss"),
+              paper="He & McAuley, AAAI 2016", modalities=("image",), loss=f"{_BPR}:bpr_loss",
+              sampled_loss=False),
     ModelSpec("lstm", "baseline", f"{_SEQUENTIAL}:build_lstm", "item embedding, LSTM, softmax",
               paper="MV-RNN's ID-only RNN (Cui et al., TKDE 2018)", modalities="none"),
     ModelSpec("p-rnn", "baseline", f"{_MULTIMODAL}:build_p_rnn", "one GRU per stream, states concatenated",

@@ -26,6 +26,10 @@ from mfn4rec_tf.config import TARGET_MODES, ModalityConfig, ModelConfig, check_m
 from mfn4rec_tf.splits import PROTOCOLS
 
 STRATEGIES = ("none", "mirrored")
+TRAINING_LOSSES = ("full", "sampled")
+"""`train.loss`: softmax cross-entropy over every item, or the sampled softmax (`mfn4rec_tf.sampled`)."""
+SAMPLERS = ("uniform", "popularity", "in-batch")
+"""`train.sampler`: how the sampled loss draws its negatives (`mfn4rec_tf.sampled`)."""
 
 
 def __getattr__(name):
@@ -99,7 +103,13 @@ class TrainSection:
             before testing (the paper's step). `None` = yes for the `paper` protocol, no otherwise.
         exclude_history: never recommend items already in the user's history.
         eval_batch_size: users per evaluation batch.
+        eval_memory_mb: the most memory (MB) one evaluation batch's scores may take: past it, models
+            with an `ItemLogits` layer rank the catalogue in chunks (the same metrics).
         strategy: `none` or `mirrored` (tf.distribute.MirroredStrategy over the local devices).
+        loss: `full` (softmax cross-entropy over every item) or `sampled` (sampled softmax with the
+            logQ correction over the target and `num_negatives` shared negatives, `mfn4rec_tf.sampled`).
+        num_negatives: S, the negatives of each batch for `loss: sampled`.
+        sampler: how the negatives are drawn: `uniform`, `popularity` or `in-batch`.
     """
 
     epochs: int = 30
@@ -111,7 +121,11 @@ class TrainSection:
     retrain: bool | None = None
     exclude_history: bool = False
     eval_batch_size: int = 256
+    eval_memory_mb: int = 1024
     strategy: str = "none"
+    loss: str = "full"
+    num_negatives: int = 1024
+    sampler: str = "uniform"
 
 
 @dataclass
@@ -138,7 +152,7 @@ class RunConfig:
         if spec.max_length is not None and self.data.max_length > spec.max_length:
             raise NotApplicable(f"`data.max_length` must be <= {spec.max_length} for {spec.name} (the longest history "
                                 f"it reads). Received: {self.data.max_length}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_memory_mb"):
             check_positive_int(f"train.{name}", getattr(self.train, name))
         check_positive_int("train.patience", self.train.patience)
         if not self.train.learning_rate > 0:
@@ -147,6 +161,22 @@ class RunConfig:
             raise ValueError(f"`train.targets` must be one of {TARGET_MODES}. Received: {self.train.targets!r}")
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
+        self._check_loss(spec)
+
+    def _check_loss(self, spec):
+        train = self.train
+        if train.loss not in TRAINING_LOSSES:
+            raise ValueError(f"`train.loss` must be one of {TRAINING_LOSSES}. Received: {train.loss!r}")
+        if train.sampler not in SAMPLERS:
+            raise ValueError(f"`train.sampler` must be one of {SAMPLERS}. Received: {train.sampler!r}")
+        check_positive_int("train.num_negatives", train.num_negatives)
+        if train.loss != "sampled" or spec.sampled_loss is None:
+            return
+        if spec.sampled_loss is False:
+            raise NotApplicable(f"`train.loss: sampled` does not apply to {spec.name} ({spec.description}: it trains "
+                                f"with its own loss or scores items without one vector per item).")
+        if train.strategy != "none":
+            raise ValueError("`train.loss: sampled` runs on one device; use `train.strategy: none`.")
 
     @property
     def retrain(self) -> bool:

@@ -68,7 +68,7 @@ def evaluate_split(model, config: RunConfig, dataset, split, names, progress=Tru
                         batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
     steps = -(-len(split.histories) // config.train.eval_batch_size)
     return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
-                                    progress=progress, steps=steps)
+                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb)
 
 
 def run_training(config: RunConfig, run_dir, resume: bool = False, progress: bool = True) -> dict:
@@ -108,7 +108,7 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
 
 def _select(config, run_dir, state, dataset, names, split, strategy, progress):
     """Selection phase: epochs on the validation-mode training data, early stopping on Recall@20."""
-    model = _model_for(config, run_dir, state, dataset, strategy)
+    model = _model_for(config, run_dir, state, dataset, strategy, split.train_sequences)
     for result in train_and_select(model, config, dataset, split, names, first_epoch=state["epoch"],
                                    best_epoch=state["best_epoch"], best_scores=state["best_valid"],
                                    log_dir=run_dir / "logs", progress=progress):
@@ -211,7 +211,7 @@ def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
     if state["epoch"] == 0:
         _seed(config.train.seed)  # the same initial weights as the selection phase
         log.info("Retraining on train + validation for %d epoch(s).", epochs)
-    model = _model_for(config, run_dir, state, dataset, strategy)
+    model = _model_for(config, run_dir, state, dataset, strategy, split.train_sequences)
     data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
                          max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
                          epoch=state["epoch"])
@@ -227,26 +227,29 @@ def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
         _checkpoint(model, run_dir, state, "retrain")
 
 
-def _model_for(config, run_dir, state, dataset, strategy):
-    """A fresh compiled model, or the phase's checkpoint when the phase is under way."""
+def _model_for(config, run_dir, state, dataset, strategy, sequences):
+    """A fresh compiled model, or the phase's checkpoint when the phase is under way (with its
+    sampler attached again for `train.loss: sampled`)."""
     with strategy.scope():
         if state["epoch"] > 0:
             checkpoint = run_dir / state["checkpoint"]
             log.info("Resuming %s phase after epoch %d from %s", state["phase"], state["epoch"], checkpoint)
-            model = load_model(checkpoint)
+            model = with_training_loss(load_model(checkpoint), config, sequences)
             _set_seed_states(model, state["seed_states"])
             return model
-        return new_model(config, dataset)
+        return new_model(config, dataset, sequences)
 
 
-def new_model(config: RunConfig, dataset) -> keras.Model:
+def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
     """A fresh model of `config` on `dataset`, compiled as runs train it.
 
     `build_model(config.model_config(dataset))` in the output mode of `train.targets` ("sequence"
     for `all`, "last" for `last`), with the feature tables of the modalities it reads (for VBPR),
     Adam with `train.learning_rate`, and the model's loss on the logits (`training_loss`: softmax
-    cross-entropy, or BPR's for bpr / vbpr). Weights are drawn from Keras' global seed: seed first
-    for reproducible weights.
+    cross-entropy, or BPR's for bpr / vbpr). With `train.loss: sampled` the model trains with the
+    sampled softmax (`with_training_loss`), whose sampler reads the targets of `sequences` (the
+    training sequences; required then). Weights are drawn from Keras' global seed: seed first for
+    reproducible weights.
     """
     output_mode = "sequence" if config.train.targets == "all" else "last"
     model_config = config.model_config(dataset)
@@ -256,11 +259,31 @@ def new_model(config: RunConfig, dataset) -> keras.Model:
         if modality.presence:
             item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
     model = build_model(model_config, output_mode=output_mode, item_features=item_features)
+    model = with_training_loss(model, config, sequences)
     model.compile(
         optimizer=keras.optimizers.Adam(config.train.learning_rate),
         loss={"logits": training_loss(model_config)},
     )
     return model
+
+
+def with_training_loss(model, config: RunConfig, sequences):
+    """`model` ready for `train.loss`: itself for `full` (or a model that trains by no loss), else a
+    `SampledSoftmaxModel` over the same layers with a `CandidateSampler` of `train.sampler` and
+    `train.num_negatives` (seeded by `train.seed`), its probabilities from the targets of
+    `sequences` (each sequence's items after the first)."""
+    if config.train.loss != "sampled" or registry.get(config.model.variant).sampled_loss is not True:
+        return model
+    if sequences is None:
+        raise RunError("`train.loss: sampled` needs the training sequences (for the sampler's probabilities).")
+    from mfn4rec_tf.sampled import CandidateSampler, attach_sampler
+
+    num_items = model.get_layer("item_logits").vocabulary_size - 1
+    targets = [np.asarray(s[1:], np.int64) for s in sequences if len(s) > 1]
+    counts = np.bincount(np.concatenate(targets) if targets else np.zeros(0, np.int64), minlength=num_items + 1)
+    sampler = CandidateSampler(config.train.sampler, counts, config.train.num_negatives,
+                               keras.random.SeedGenerator(config.train.seed + 7))
+    return attach_sampler(model, sampler)
 
 
 def training_loss(model_config) -> keras.losses.Loss:
@@ -358,9 +381,13 @@ def _finish(run_dir, state, valid, test):
 
 
 def _seed_state_variables(model):
-    """The dropout generators' states. `.keras` files do not keep them (Keras 3.15), so checkpoints
-    carry them in state.json; without them a resumed run would draw other dropout masks."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    """The dropout generators' states, and the sampled loss's sampler's. `.keras` files do not keep
+    them (Keras 3.15), so checkpoints carry them in state.json; without them a resumed run would draw
+    other dropout masks and other negatives."""
+    from mfn4rec_tf.sampled import sampler_seed_states
+
+    own = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    return own + sampler_seed_states(model)
 
 
 def _set_seed_states(model, states):

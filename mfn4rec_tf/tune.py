@@ -167,7 +167,7 @@ class MFN4RecHyperModel(keras_tuner.HyperModel):
         config = self.config(hp)
         dataset, _, _ = self.data()
         keras.utils.set_random_seed(config.train.seed)  # every trial starts from the same seed, as fit does
-        model = training.new_model(config, dataset)
+        model = training.new_model(config, dataset, self.data()[2].train_sequences)
         # The optimizer's variables now rather than at the first step (the same zeros), so that when
         # Hyperband continues a trial, loading its checkpoint restores the optimizer state too.
         model.optimizer.build(model.trainable_variables)
@@ -461,7 +461,8 @@ def _int(value):
 
 # The fit flags that make sense for a base configuration.
 FLAGS = cli.flags(
-    "--data", "--protocol", "--modalities", "--model", "--epochs", "--patience", "--seed",
+    "--data", "--protocol", "--modalities", "--model", "--epochs", "--patience", "--seed", "--loss",
+    "--num-negatives", "--sampler",
     protocol=f"split protocol (its validation split scores the trials): {', '.join(cli.PROTOCOLS)}",
     epochs="most epochs per trial (Hyperband: its max_epochs)",
     patience="early stopping in a trial: epochs without a better validation Recall@20",

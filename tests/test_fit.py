@@ -129,13 +129,16 @@ def _fit_command(data, out, extra=()):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_matches_uninterrupted_run(small_data, tmp_path):
+@pytest.mark.parametrize("loss", [(), ("--loss", "sampled", "--num-negatives", "32", "--sampler", "popularity")],
+                         ids=["full", "sampled"])
+def test_resume_after_kill_matches_uninterrupted_run(small_data, tmp_path, loss):
+    # With the sampled loss the sampler's generator state is checkpointed too: the same negatives follow.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     reference = tmp_path / "reference"
-    subprocess.run(_fit_command(small_data, reference), check=True, env=env, capture_output=True, cwd=ROOT)
+    subprocess.run(_fit_command(small_data, reference, loss), check=True, env=env, capture_output=True, cwd=ROOT)
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(_fit_command(small_data, out), env=env, cwd=ROOT,
+    process = subprocess.Popen(_fit_command(small_data, out, loss), env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:  # kill -9 as soon as an epoch checkpoint exists, mid-run

@@ -436,3 +436,46 @@ def test_format_table_prints_percentages_per_family_and_k():
     assert lines[6].split() == ["mrr", "50.000", "50.000"]
     assert lines[7] == "users: 2"
     assert format_table({"hr@10": 0.1234567}, ks=(10,)).splitlines()[5].split() == ["hr", "12.346"]
+
+
+# --- ranking in item chunks (issue: catalogues whose (batch, N + 1) scores do not fit) -------------------------
+
+
+def test_top_k_in_chunks_equals_the_full_ranking_with_ties_and_exclusions():
+    from mfn4rec_tf.metrics import top_k_items_chunked
+
+    rng = np.random.default_rng(7)
+    user = rng.integers(-2, 3, size=(9, 4)).astype("float32")  # small integers: many exact ties
+    kernel = rng.integers(-2, 3, size=(4, 41)).astype("float32")
+    bias = rng.integers(-1, 2, size=41).astype("float32")
+    exclude = rng.integers(0, 41, size=(9, 6))
+    full = user @ kernel + bias
+    for k in (1, 5, 20, 45):
+        for chunk in (1, 3, 7, 40, 41, 100):
+            for ex in (None, exclude):
+                np.testing.assert_array_equal(top_k_items_chunked(user, kernel, bias, k, ex, chunk_items=chunk),
+                                              top_k_items(full, k, ex), err_msg=f"k={k} chunk={chunk}")
+
+
+def test_evaluate_with_a_memory_budget_gives_the_same_metrics():
+    import keras
+
+    from mfn4rec_tf.config import ModalityConfig, ModelConfig
+    from mfn4rec_tf.metrics import evaluate
+    from mfn4rec_tf.model import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model(ModelConfig(num_items=300, modalities=(ModalityConfig("text", 3),), id_hidden_units=4,
+                                    memory_dim=3, fc_hidden_units=5, output_units=4), output_mode="last")
+    rng = np.random.default_rng(1)
+    batches = []
+    for _ in range(3):
+        ids = rng.integers(0, 301, size=(16, 5)).astype("int32")
+        ids[:, 0] = rng.integers(1, 301, size=16)
+        batches.append(({"item_ids": ids, "text": rng.normal(size=(16, 5, 3)).astype("float32")},
+                        rng.integers(0, 301, size=(16, 2))))
+    for exclude_history in (False, True):
+        whole = evaluate(model, batches, exclude_history=exclude_history, progress=False)
+        # 16 users x 301 items x 4 bytes x 3 = 58 KB: a 0.01 MB budget cuts the catalogue into 3 chunks
+        chunked = evaluate(model, batches, exclude_history=exclude_history, progress=False, memory_mb=0.02)
+        assert chunked == whole

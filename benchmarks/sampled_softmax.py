@@ -1,0 +1,109 @@
+"""Training step time and peak memory, full softmax against the sampled softmax, on one dataset.
+
+    python benchmarks/sampled_softmax.py --data DIR [--negatives 256,1024,4096] [--sampler uniform]
+                                         [--model mfn4rec] [--batches 30] [--warmup 5]
+
+Each configuration (`full`, then `sampled` with each S) runs in its own process (so each peak
+resident memory is its own) through the code path of `python -m mfn4rec_tf.fit`: `RunConfig`
+(leave-one-out, validation mode, batch 64, targets all, max_length 100), `training.new_model` and
+`model.fit` on the first `warmup + batches` batches of epoch 0 of `TrainingInput` (the same batches
+for every configuration). The warm-up batches (tracing) are not timed. Printed per configuration:
+ms per step (mean wall time of the timed steps), the CPU time per step, seconds per epoch
+extrapolated (steps per epoch x mean step), peak resident memory (ru_maxrss of its process), and the
+speed-up over `full` in the same run. A benchmark, not a test: CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def measure(data, model, loss, negatives, sampler, batches, warmup, modalities):
+    """One configuration in this process: `{"ms": ..., "cpu_ms": ..., "epoch_s": ..., "peak_mb": ...}`."""
+    import keras
+
+    from mfn4rec_tf.data import TrainingInput
+    from mfn4rec_tf.run_config import load_config
+    from mfn4rec_tf.splits import make_split
+    from mfn4rec_tf.training import new_model, open_data
+
+    overrides = [f"data.path={data}", "data.protocol=leave-one-out", f"model.variant={model}",
+                 f"train.loss={loss}", f"train.num_negatives={negatives}", f"train.sampler={sampler}"]
+    if modalities is not None:
+        overrides.append(f"data.modalities={modalities}")
+    config = load_config(None, overrides)
+    dataset = open_data(config)
+    split = make_split(dataset.interactions, "leave-one-out", "validation")
+    names = config.modality_names(dataset)
+    keras.utils.set_random_seed(0)
+    net = new_model(config, dataset, split.train_sequences)
+    data_input = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=64,
+                               max_length=config.data.max_length, seed=0)
+    steps = data_input.steps_per_epoch
+    subset = data_input.tf_dataset().take(warmup + batches)
+    marks = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            marks.append((time.perf_counter(), time.process_time()))
+
+    net.fit(subset, epochs=1, verbose=0, callbacks=[Clock()])
+    timed = marks[warmup:]
+    wall = (timed[-1][0] - marks[warmup - 1][0]) / len(timed)
+    cpu = (timed[-1][1] - marks[warmup - 1][1]) / len(timed)
+    return {"ms": 1000 * wall, "cpu_ms": 1000 * cpu, "epoch_s": wall * steps, "steps": steps,
+            "items": dataset.num_items, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/sampled_softmax.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="dataset directory made by pipelines/")
+    parser.add_argument("--model", default="mfn4rec")
+    parser.add_argument("--modalities", default=None, help="comma-separated, or none (default: all the data has)")
+    parser.add_argument("--negatives", default="256,1024,4096", help="comma-separated S values")
+    parser.add_argument("--sampler", default="uniform")
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        loss, negatives = args.one.split(":")
+        print(json.dumps(measure(args.data, args.model, loss, int(negatives), args.sampler, args.batches,
+                                 args.warmup, args.modalities)))
+        return 0
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} ({os.cpu_count()} cores), "
+          f"python {platform.python_version()}; {args.model} on {args.data}, {args.batches} timed steps after "
+          f"{args.warmup}, sampler {args.sampler}")
+    configs = [("full", 1)] + [("sampled", int(s)) for s in args.negatives.split(",") if s]
+    rows = []
+    for loss, negatives in configs:
+        command = [sys.executable, __file__, "--data", args.data, "--model", args.model, "--sampler", args.sampler,
+                   "--batches", str(args.batches), "--warmup", str(args.warmup), "--one", f"{loss}:{negatives}"]
+        if args.modalities is not None:
+            command += ["--modalities", args.modalities]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"{loss} S={negatives}: failed\n{result.stderr[-2000:]}")
+            return 1
+        rows.append((loss, negatives, json.loads(result.stdout.strip().splitlines()[-1])))
+    full = rows[0][2]
+    print(f"{full['items']:,} items, {full['steps']} steps per epoch")
+    print(f"{'loss':<8} {'S':>6} {'ms/step':>9} {'cpu ms':>9} {'s/epoch':>9} {'peak MB':>9} {'speed-up':>9}")
+    for loss, negatives, row in rows:
+        label = "-" if loss == "full" else str(negatives)
+        print(f"{loss:<8} {label:>6} {row['ms']:9.1f} {row['cpu_ms']:9.1f} {row['epoch_s']:9.1f} "
+              f"{row['peak_mb']:9.0f} {full['ms'] / row['ms']:8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
