@@ -184,7 +184,7 @@ def _process_alive(pid) -> bool:
 
 
 def _check_name(name):
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # fullmatch: `$` would let a final "\n" in
         raise ExportError(
             "The model name must be 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-' "
             f"(it is a directory name and a URL path part). Received: name={name!r}"
@@ -466,9 +466,17 @@ def _publish(export, target, version, metadata) -> Path:
     """Writes a version into a staging directory and renames it into place (see the module docstring)."""
     chosen = version if version is not None else next_version(target)
     staging = target / f"{STAGING_PREFIX}{chosen}-{os.getpid()}-{secrets.token_hex(4)}"
+    import tensorflow as tf
+
     try:
         staging.mkdir()
-        _write(export, staging, metadata)
+        try:
+            _write(export, staging, metadata)
+        except (OSError, tf.errors.OpError) as error:  # e.g. a full disk: TensorFlow's writer raises its own
+            reason = error.message if isinstance(error, tf.errors.OpError) else (error.strerror or str(error))
+            raise ExportError(f"Writing version {chosen} of model {target.name!r} failed: "
+                              f"{' '.join(str(reason).split())}. Nothing was published (the staging copy is "
+                              f"removed).") from None
         for _ in range(_RENAME_ATTEMPTS):
             final = target / str(chosen)
             if not final.exists():

@@ -385,6 +385,7 @@ def test_cli_errors_exit_2_and_write_nothing(run, pop_run, tmp_path, capsys):
         (["--run", str(run), "--name", "../escape"], "name='../escape'"),
         (["--run", str(run), "--name", "a/b"], "name='a/b'"),
         (["--run", str(run), "--name", ".hidden"], "name='.hidden'"),
+        (["--run", str(run), "--name", "nl\n"], "name='nl\\n'"),  # `$` alone would have let it through
         (["--run", str(run), "--name", "m", "--version", "0"], "version=0"),
         (["--run", str(run), "--name", "m", "--k", "0"], "k=0"),
         (["--run", str(run), "--name", "m", "--k", "500"], "larger than the catalogue (200 items)"),
@@ -405,6 +406,27 @@ def test_pop_exports_like_any_model(pop_run, tmp_path):
     path = export.export_run(pop_run, "pop", base=tmp_path)
     metadata = json.loads((path / export.METADATA).read_text())
     assert metadata["variant"] == "pop" and (path / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("failure", ["tensorflow", "os"])
+def test_a_full_disk_is_one_error_line_and_publishes_nothing(run, tmp_path, capsys, monkeypatch, failure):
+    import errno
+
+    def full_disk(archive, path, *args, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "saved_model.pb").write_bytes(b"half")  # something was written before the disk filled
+        if failure == "tensorflow":
+            raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables: No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # keras.export.ExportArchive() is an instance of the backend's subclass: patch that class's writer
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full_disk)
+    base = tmp_path / "served"
+    assert export.main(["--run", str(run), "--name", "m", "--base", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No space left on device" in err and "Nothing was published" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert list((base / "m").iterdir()) == []  # no version, no staging left
 
 
 def test_api_checks_arguments(run, tmp_path):
