@@ -904,3 +904,81 @@ def test_readme_client_snippets_run_against_the_server(readme_server, reference)
     assert answers[1]["model_spec"]["name"] == "mfn4rec"
     assert_rec_answer(rows_to_columns(answers[2]["predictions"]), expected(reference, "rec0", history=row_history))
     assert_rec_answer(answers[3]["outputs"], recommend)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hardening: what a client (or a file copy) can do to the server
+
+
+def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(templates, tmp_path):
+    base = tmp_path / "retry"
+    base.mkdir()
+    manager = serve.ModelManager("retry", base)
+    shutil.copytree(templates["rec2"], base / "5")
+    data = next((base / "5" / "variables").glob("variables.data-*"))
+    complete = data.read_bytes()
+    data.write_bytes(b"")  # a copy under way: the data file is not there yet
+    manager.poll()
+    status = manager.status("retry").model_version_status[0]
+    assert status.state == get_model_status_pb2.ModelVersionStatus.END and "Failed to load" in status.status.error_message
+    data.write_bytes(complete)  # the copy completes (only the data file changes)
+    manager.poll()
+    assert manager.loaded_versions == [5]
+
+    # a re-copy with the same sizes and mtimes (a broken copy, then a good one, `cp -p` style)
+    shutil.copytree(templates["rec1"], base / "6")
+    data = next((base / "6" / "variables").glob("variables.data-*"))
+    good, stat = data.read_bytes(), data.stat()
+    data.write_bytes(bytes(len(good)))
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manager.poll()
+    assert manager.loaded_versions == [5]
+    assert manager.status("retry", version=6).model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.END
+    data.write_bytes(good)
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manager.poll()
+    assert manager.loaded_versions == [6]
+
+    # with nothing changed, a failed version is tried again with back-off; status shows the latest error
+    attempts = []
+
+    def failing(path, version):
+        attempts.append(time.monotonic())
+        raise ValueError(f"attempt {len(attempts)}")
+
+    (tmp_path / "flaky" / "1").mkdir(parents=True)
+    flaky = serve.ModelManager("flaky", tmp_path / "flaky", loader=failing, retry_seconds=(0.2, 0.4))
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        flaky.poll()
+        time.sleep(0.02)
+    assert 3 <= len(attempts) <= 6, attempts
+    gaps = np.diff(attempts)
+    assert gaps[0] >= 0.2 and all(gap >= 0.39 for gap in gaps[1:]), gaps
+    message = flaky.status("flaky").model_version_status[0].status.error_message
+    assert message.endswith(f"attempt {len(attempts)}"), message
+
+
+def test_a_version_folder_over_int64_is_ignored_and_does_not_poison_the_server(templates, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=serve.LOG.name)
+    base = tmp_path / "big"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "big", poll_wait_seconds=0.05)
+    huge = str(2 ** 63)
+    try:
+        _version(base, huge, templates["rec1"])
+        time.sleep(0.5)
+        assert http(server, "GET", "/v1/models/big")[:2] == (200, {"model_version_status": [_version_status(1)]})
+        assert grpc_predict(server, HISTORY).model_spec.version.value == 1
+        status = _stubs(server)[1].GetModelStatus(_spec(get_model_status_pb2.GetModelStatusRequest(), "big"),
+                                                  timeout=30)
+        assert [entry.version for entry in status.model_version_status] == [1]
+        shutil.rmtree(base / huge)
+        time.sleep(0.2)
+        assert http(server, "GET", "/v1/models/big")[0] == 200
+    finally:
+        server.stop()
+    warnings = [r.getMessage() for r in caplog.records if huge in r.getMessage()]
+    assert len(warnings) == 1 and "ignored" in warnings[0], warnings
+

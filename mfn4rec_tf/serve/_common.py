@@ -17,6 +17,7 @@ DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
 SIGNATURE_DEF_FIELD = "signature_def"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+INT64_MAX = 2 ** 63 - 1
 _VERSION_DIR = re.compile(r"[0-9]+")
 _NAME = r"[^/:]+"
 _HTTP_STATUS = {
@@ -48,6 +49,14 @@ class ServingError(Exception):
         self.message = message
         self.http_status = http_status or _HTTP_STATUS.get(code, "500 Internal Server Error")
         self.headers = list(headers)
+
+
+def _version_number(text):
+    """The version a directory name or URL segment of digits stands for; None unless it is 0..2^63-1."""
+    if not _VERSION_DIR.fullmatch(text) or len(text.lstrip("0")) > len(str(INT64_MAX)):
+        return None
+    number = int(text)
+    return number if number <= INT64_MAX else None
 
 
 def _invalid(message):

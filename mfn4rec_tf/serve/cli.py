@@ -14,16 +14,22 @@ import sys
 import threading
 from pathlib import Path
 
-from mfn4rec_tf.serve._common import _NAME, _VERSION_DIR, DEFAULT_MAX_BODY_BYTES, LOG
+from mfn4rec_tf.serve._common import (
+    _NAME,
+    DEFAULT_MAX_BODY_BYTES,
+    LOG,
+    _version_number,
+)
 from mfn4rec_tf.serve.server import ModelServer
 from mfn4rec_tf.serve.versions import ModelManager
 
 
 def _label(text):
     label, sep, version = text.partition("=")
-    if not sep or not label or not re.fullmatch(_NAME, label) or not _VERSION_DIR.fullmatch(version):
-        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=3), got {text!r}")
-    return label, int(version)
+    number = _version_number(version)
+    if not sep or not label or not re.fullmatch(_NAME, label) or number is None:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=3; VERSION 0..2^63-1), got {text!r}")
+    return label, number
 
 
 def _checked(convert, valid, expected):
