@@ -910,6 +910,88 @@ def test_readme_client_snippets_run_against_the_server(readme_server, reference)
 # Hardening: what a client (or a file copy) can do to the server
 
 
+def _tensor(dtype, dims, **values):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in dims]))
+    for field, value in values.items():
+        if field == "tensor_content":
+            proto.tensor_content = value
+        else:
+            getattr(proto, field).extend(value)
+    return proto
+
+
+def test_grpc_tensor_claiming_a_huge_shape_is_refused_before_it_is_expanded(rec, monkeypatch):
+    expanded = []
+    make_ndarray = tf.make_ndarray
+
+    def watched(proto, *args, **kwargs):
+        size = int(np.prod([dim.size for dim in proto.tensor_shape.dim]))
+        expanded.append(size)
+        assert size <= 10 ** 6, f"make_ndarray called on a TensorProto claiming {size} elements"
+        return make_ndarray(proto, *args, **kwargs)
+
+    monkeypatch.setattr(tf, "make_ndarray", watched)
+    string = tf.string.as_datatype_enum
+    huge = _tensor(string, [10 ** 8, 1], string_val=[b"B0001" * 12])  # 60 bytes claiming 10^8 rows
+    code, details = _grpc_code(lambda: grpc_predict(rec, huge))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows" in details, details
+    wide = _tensor(string, [1, 10 ** 8], string_val=[b"B0001"])
+    code, details = _grpc_code(lambda: grpc_predict(rec, wide))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_elements" in details, details
+    for proto, message in ((_tensor(string, [2, 2], string_val=[b"a"] * 5), "5 values for shape [2,2]"),
+                           (_tensor(string, [2, -3], string_val=[b"a"]), "negative"),
+                           (_tensor(string, [0, 2], string_val=[b"a"]), "1 values for shape [0,2]")):
+        code, details = _grpc_code(lambda proto=proto: grpc_predict(rec, proto))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message in details, (message, details)
+    k = _tensor(tf.int32.as_datatype_enum, [], tensor_content=b"\x01\x00")  # 2 bytes for an int32
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="recommend", k=k,
+                                                    exclude_seen=tf.make_tensor_proto(True)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor_content" in details, details
+    # an input the signature does not take is refused before it is read, however large it claims to be
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, extra=_tensor(string, [10 ** 9], string_val=[b"x"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown: ['extra']" in details
+    assert not [size for size in expanded if size > 10 ** 6]
+    # one value filling a small shape (what tf.make_tensor_proto writes for a scalar) is still accepted
+    filled = _tensor(string, [2, 3], string_val=[b"B0001"])
+    assert len(_columns(grpc_predict(rec, filled))["item_ids"]) == 2
+
+
+@pytest.fixture(scope="module")
+def limited(templates, tmp_path_factory):
+    """The recommender with small per-request limits: 4 rows, rows x k <= 10, 12 elements an input."""
+    base = tmp_path_factory.mktemp("limited_base") / "limited"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "limited", max_rows=4, max_rows_times_k=10, max_elements=12)
+    yield server
+    server.stop()
+
+
+def test_per_request_limits_are_413_naming_the_flag_and_grpc_resource_exhausted(limited):
+    def recommend(rows, k, width=1):
+        return {"signature_name": "recommend",
+                "inputs": {"history": [["B0001"] * width] * rows, "k": k, "exclude_seen": False}}
+
+    assert len(predict(limited, recommend(4, 2))["outputs"]["item_ids"]) == 4  # 8 <= 10
+    for body, flag in ((recommend(5, 1), "--max_rows"), ({"instances": [["B0001"]] * 5}, "--max_rows"),
+                       (recommend(4, 3), "--max_rows_times_k"), (recommend(2, 1, width=7), "--max_elements")):
+        status, payload, _ = http(limited, "POST", "/v1/models/limited:predict", body)
+        assert status == 413 and flag in payload["error"], (flag, payload)
+    code, details = _grpc_code(lambda: grpc_predict(limited, [["B0001"]] * 5))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows" in details
+    code, details = _grpc_code(lambda: grpc_predict(limited, [["B0001"]] * 4, signature_name="recommend",
+                                                    k=tf.make_tensor_proto(3, dtype=tf.int32),
+                                                    exclude_seen=tf.make_tensor_proto(False)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows_times_k" in details
+    # the defaults are documented ones
+    args = serve.build_parser().parse_args(["--model_base_path", "x"])
+    assert (args.max_rows, args.max_rows_times_k, args.max_elements) == (1024, 100_000, 1_000_000)
+    assert serve.build_parser().parse_args(["--model_base_path", "x", "--max-rows", "7"]).max_rows == 7
+
+
 def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(templates, tmp_path):
     base = tmp_path / "retry"
     base.mkdir()

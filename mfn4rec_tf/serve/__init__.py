@@ -53,6 +53,7 @@ from mfn4rec_tf.serve._common import (
     LOG,
     SERVE_TAG,
     SIGNATURE_DEF_FIELD,
+    Limits,
     ServingError,
 )
 from mfn4rec_tf.serve.cli import build_parser, main
@@ -84,6 +85,7 @@ __all__ = [
     "LOG",
     "SERVE_TAG",
     "SIGNATURE_DEF_FIELD",
+    "Limits",
     "ModelManager",
     "ModelServer",
     "ModelService",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 import grpc
 
@@ -17,6 +18,9 @@ DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
 SIGNATURE_DEF_FIELD = "signature_def"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ROWS = 1024
+DEFAULT_MAX_ROWS_TIMES_K = 100_000
+DEFAULT_MAX_ELEMENTS = 1_000_000
 INT64_MAX = 2 ** 63 - 1
 _VERSION_DIR = re.compile(r"[0-9]+")
 _NAME = r"[^/:]+"
@@ -49,6 +53,27 @@ class ServingError(Exception):
         self.message = message
         self.http_status = http_status or _HTTP_STATUS.get(code, "500 Internal Server Error")
         self.headers = list(headers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The work one request may ask for; larger requests are refused before anything is allocated.
+
+    Args:
+        max_rows: the first dimension of any input (`--max_rows`).
+        max_rows_times_k: rows x k, where k is a signature's scalar integer input named `k` (the
+            `recommend` signature's), which sizes its outputs (`--max_rows_times_k`).
+        max_elements: the elements of any one input tensor (`--max_elements`).
+    """
+
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_rows_times_k: int = DEFAULT_MAX_ROWS_TIMES_K
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+
+
+def _too_large(message):
+    """RESOURCE_EXHAUSTED for gRPC, 413 for REST: the request asks for more work than a limit allows."""
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, "413 Payload Too Large")
 
 
 def _version_number(text):

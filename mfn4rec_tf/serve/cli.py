@@ -17,6 +17,9 @@ from pathlib import Path
 from mfn4rec_tf.serve._common import (
     _NAME,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MAX_ROWS_TIMES_K,
     LOG,
     _version_number,
 )
@@ -76,6 +79,17 @@ def build_parser():
                         help="REST worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
                         help="gRPC worker threads (default: %(default)s)")
+    limits = parser.add_argument_group(
+        "per-request limits", "a request over one is refused before it is read into tensors: REST 413, "
+        "gRPC RESOURCE_EXHAUSTED, with a message naming the flag")
+    limits.add_argument("--max_rows", "--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS,
+                        help="rows (the first dimension of any input) in one request (default: %(default)s)")
+    limits.add_argument("--max_rows_times_k", "--max-rows-times-k", type=_positive_int,
+                        default=DEFAULT_MAX_ROWS_TIMES_K,
+                        help="rows x k, for a signature with a scalar integer input named k, such as recommend "
+                             "(default: %(default)s)")
+    limits.add_argument("--max_elements", "--max-elements", type=_positive_int, default=DEFAULT_MAX_ELEMENTS,
+                        help="elements of any one input tensor (default: %(default)s)")
     return parser
 
 
@@ -104,7 +118,9 @@ def main(argv=None) -> int:
     server = ModelServer(ModelManager(name, base, args.num_versions, labels), host=args.host,
                          rest_port=args.rest_api_port, grpc_port=args.port,
                          poll_wait_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
-                         rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads)
+                         rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads,
+                         max_rows=args.max_rows, max_rows_times_k=args.max_rows_times_k,
+                         max_elements=args.max_elements)
     try:
         try:
             server.start()

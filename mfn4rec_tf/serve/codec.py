@@ -137,14 +137,18 @@ def _input_converter(signature, name):
     return spec.dtype, convert
 
 
-def json_to_array(value, signature, name):
+def json_to_array(value, signature, name, limits=None):
     """One columnar JSON input (a value or nested lists) -> the NumPy array of its dtype.
 
+    The shape is checked against the signature and `limits` before any value is converted.
+
     Raises:
-        ServingError: INVALID_ARGUMENT naming the input (wrong JSON type, ragged lists, ...).
+        ServingError: INVALID_ARGUMENT naming the input (wrong JSON type, ragged lists, wrong
+            shape, ...); RESOURCE_EXHAUSTED over a limit.
     """
     dtype, convert = _input_converter(signature, name)
     shape = _json_shape(value)
+    signature.check_shape(name, shape, limits)
     values = []
     try:
         _flatten(value, shape, 0, values, convert)
@@ -153,7 +157,7 @@ def json_to_array(value, signature, name):
     return _array(values, shape, dtype)
 
 
-def instances_to_arrays(instances, signature):
+def instances_to_arrays(instances, signature, limits=None):
     """The row format: `instances` (one entry per example) -> input name -> NumPy array.
 
     A list of values when the signature has one input, else a list of objects with one key per
@@ -188,6 +192,7 @@ def instances_to_arrays(instances, signature):
     for name, items in columns.items():
         dtype, convert = _input_converter(signature, name)
         item_shape = _json_shape(items[0])
+        signature.check_shape(name, [len(items)] + item_shape, limits)
         values = []
         for index, item in enumerate(items):
             try:
@@ -199,14 +204,14 @@ def instances_to_arrays(instances, signature):
     return arrays
 
 
-def inputs_to_arrays(inputs, signature):
+def inputs_to_arrays(inputs, signature, limits=None):
     """The columnar format: `inputs` (an object of named inputs, or the value of a single input)."""
     names = sorted(signature.inputs)
     if not _is_object(inputs):
         if len(names) != 1:
             raise _invalid("inputs is a plain value/list, but expecting an object as multiple input tensors are "
                            f"required by signature '{signature.name}': {', '.join(names)}")
-        return {names[0]: json_to_array(inputs, signature, names[0])}
+        return {names[0]: json_to_array(inputs, signature, names[0], limits)}
     for name in names:
         if name not in inputs:
             raise _invalid(f"Missing named input: {name} in 'inputs' object (signature '{signature.name}' takes "
@@ -215,7 +220,7 @@ def inputs_to_arrays(inputs, signature):
     if unknown:
         raise _invalid(f"Unknown input(s) {', '.join(unknown)} in 'inputs' object (signature '{signature.name}' "
                        f"takes {', '.join(names)})")
-    return {name: json_to_array(inputs[name], signature, name) for name in names}
+    return {name: json_to_array(inputs[name], signature, name, limits) for name in names}
 
 
 def array_to_json(array, name):

@@ -4,7 +4,9 @@
 `POST .../NAME[/versions/N|/labels/L]:predict` with `{"signature_name"?, "instances": [...]}`
 (rows) -> `{"predictions": ...}` or `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are
 `{"error": "..."}` with 400 (invalid request), 404 (unknown model, version, label or path), 405,
-413 (body over `--max_body_bytes`) or 500.
+413 (body over `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or
+`--max_elements` allow) or 500.
+
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mfn4rec_tf.serve._common import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SIGNATURE,
     LOG,
+    Limits,
     ServingError,
     _invalid,
     _not_found,
@@ -49,11 +52,13 @@ class RestApi:
     Args:
         manager: the `ModelManager` it serves.
         max_body_bytes: larger request bodies are refused with 413.
+        limits: the per-request `Limits` (rows, rows x k, elements); more is refused with 413.
     """
 
-    def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+    def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES, limits=None):
         self.manager = manager
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or Limits()
 
     def __call__(self, environ, start_response):
         headers = []
@@ -130,8 +135,10 @@ class RestApi:
             raise _invalid("Missing 'inputs' or 'instances' key" if "inputs" not in document else
                            "Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist")
         if "instances" in document:
-            return "200 OK", rows_response(signature.run(instances_to_arrays(document["instances"], signature)))
-        return "200 OK", columns_response(signature.run(inputs_to_arrays(document["inputs"], signature)))
+            arrays = instances_to_arrays(document["instances"], signature, self.limits)
+            return "200 OK", rows_response(signature.run(arrays, self.limits))
+        arrays = inputs_to_arrays(document["inputs"], signature, self.limits)
+        return "200 OK", columns_response(signature.run(arrays, self.limits))
 
 
 class _RestServer:

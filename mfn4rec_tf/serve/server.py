@@ -13,7 +13,14 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from mfn4rec_tf.serve._common import DEFAULT_MAX_BODY_BYTES, LOG
+from mfn4rec_tf.serve._common import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MAX_ROWS_TIMES_K,
+    LOG,
+    Limits,
+)
 from mfn4rec_tf.serve.grpc_services import ModelService, PredictionService
 from mfn4rec_tf.serve.rest import RestApi, _RestServer
 
@@ -39,6 +46,8 @@ class ModelServer:
         max_body_bytes: the largest request body (REST) or message (gRPC) accepted.
         rest_threads: waitress worker threads (requests answered at once).
         grpc_threads: gRPC worker threads.
+        max_rows, max_rows_times_k, max_elements: the per-request `Limits` (REST 413, gRPC
+            RESOURCE_EXHAUSTED beyond them).
 
     Example:
         server = ModelServer(ModelManager("mfn4rec", "saved_models/mfn4rec"), rest_port=0, grpc_port=0)
@@ -46,7 +55,8 @@ class ModelServer:
     """
 
     def __init__(self, manager, host="127.0.0.1", rest_port=8501, grpc_port=8500, poll_wait_seconds=1.0,
-                 max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16):
+                 max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16, max_rows=DEFAULT_MAX_ROWS,
+                 max_rows_times_k=DEFAULT_MAX_ROWS_TIMES_K, max_elements=DEFAULT_MAX_ELEMENTS):
         self.manager = manager
         self.host = host
         self.rest_port = rest_port
@@ -55,6 +65,7 @@ class ModelServer:
         self.max_body_bytes = max_body_bytes
         self.rest_threads = rest_threads
         self.grpc_threads = grpc_threads
+        self.limits = Limits(max_rows, max_rows_times_k, max_elements)
         self._stopping = threading.Event()
         self._poller = None
         self._rest = None
@@ -71,7 +82,8 @@ class ModelServer:
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.grpc_threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", self.max_body_bytes), ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.manager), self._grpc)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.manager, self.limits), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
         grpc_address = f"[{address}]:{self.grpc_port}" if ":" in address else f"{address}:{self.grpc_port}"
         try:
@@ -81,7 +93,7 @@ class ModelServer:
         if not self.grpc_port:
             raise OSError(f"cannot bind the gRPC port {grpc_address}")
         try:
-            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes), address, self.rest_port,
+            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits), address, self.rest_port,
                                      self.rest_threads, self.max_body_bytes)
         except OSError as error:
             self._grpc.stop(None)

@@ -31,6 +31,7 @@ from mfn4rec_tf.serve._common import (
     ServingError,
     _invalid,
     _not_found,
+    _too_large,
     _version_number,
 )
 
@@ -86,32 +87,67 @@ class Signature:
     outputs: dict
     function: object
 
-    def check_inputs(self, arrays):
-        """Raises INVALID_ARGUMENT unless `arrays` has exactly the inputs, in shapes the signature takes."""
-        given, wanted = set(arrays), set(self.inputs)
+    def check_names(self, names):
+        """Raises INVALID_ARGUMENT unless `names` are exactly the signature's inputs."""
+        given, wanted = set(names), set(self.inputs)
         if given != wanted:
             raise _invalid(
                 f"Signature '{self.name}' takes the inputs {sorted(wanted)}; the request has {sorted(given)}"
                 + (f" (missing: {sorted(wanted - given)})" if wanted - given else "")
                 + (f" (unknown: {sorted(given - wanted)})" if given - wanted else "") + ".")
-        for name, array in arrays.items():
-            spec = self.inputs[name]
-            if not spec.dense or spec.dtype is None:
-                raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
-                               "server takes dense inputs only.")
-            if spec.shape is not None and (len(spec.shape) != array.ndim or any(
-                    size is not None and size != got for size, got in zip(spec.shape, array.shape))):
-                raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; "
-                               f"got shape {_shape_string(array.shape)}.")
 
-    def run(self, arrays):
-        """Calls the signature on checked NumPy inputs; returns output name -> NumPy array.
+    def check_shape(self, name, shape, limits=None):
+        """Checks the shape a request gives (or claims for) input `name`, before it is built.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a shape the signature does not take (or a sparse
+                input); RESOURCE_EXHAUSTED (REST 413) for more rows or elements than `limits` allow.
+        """
+        spec = self.inputs[name]
+        if not spec.dense or spec.dtype is None:
+            raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
+                           "server takes dense inputs only.")
+        shape = tuple(shape)
+        if spec.shape is not None and (len(spec.shape) != len(shape) or any(
+                size is not None and size != given for size, given in zip(spec.shape, shape))):
+            raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; "
+                           f"got shape {_shape_string(shape)}.")
+        if limits is None:
+            return
+        if shape and shape[0] > limits.max_rows:
+            raise _too_large(f"Input '{name}' has {shape[0]} rows, over the limit of {limits.max_rows} rows a "
+                             "request (--max_rows); split the request.")
+        elements = 1
+        for size in shape:
+            elements *= size
+        if elements > limits.max_elements:
+            raise _too_large(f"Input '{name}' has {elements} elements, over the limit of {limits.max_elements} "
+                             "(--max_elements); split the request.")
+
+    def check_inputs(self, arrays, limits=None):
+        """Raises INVALID_ARGUMENT unless `arrays` has exactly the inputs, in shapes the signature takes,
+        and RESOURCE_EXHAUSTED when they ask for more work than `limits` allow."""
+        self.check_names(arrays)
+        for name, array in arrays.items():
+            self.check_shape(name, array.shape, limits)
+        if limits is None:
+            return
+        k = arrays.get("k")
+        if k is None or k.ndim != 0 or k.dtype.kind not in "iu":
+            return
+        rows = max([array.shape[0] for array in arrays.values() if array.ndim] or [1])
+        if rows * int(k) > limits.max_rows_times_k:
+            raise _too_large(f"{rows} rows x k={int(k)} = {rows * int(k)} results, over the limit of "
+                             f"{limits.max_rows_times_k} (--max_rows_times_k); ask for fewer rows or a smaller k.")
+
+    def run(self, arrays, limits=None):
+        """Calls the signature on NumPy inputs (checked here, with `limits`); returns output name -> NumPy array.
 
         Raises:
             ServingError: with the code of a TensorFlow error raised while running (a runtime
                 InvalidArgument, e.g. a top-k larger than the catalogue, is INVALID_ARGUMENT).
         """
-        self.check_inputs(arrays)
+        self.check_inputs(arrays, limits)
         try:
             tensors = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in arrays.items()}
             result = self.function(**tensors)
