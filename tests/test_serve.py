@@ -992,6 +992,65 @@ def test_per_request_limits_are_413_naming_the_flag_and_grpc_resource_exhausted(
     assert serve.build_parser().parse_args(["--model_base_path", "x", "--max-rows", "7"]).max_rows == 7
 
 
+def _open(server, count, partial=False):
+    import socket
+
+    sockets = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", server.rest_port), timeout=5)
+        if partial:  # a request whose body never comes
+            connection.sendall(b"POST /v1/models/busy:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        sockets.append(connection)
+    return sockets
+
+
+def _served_within(server, seconds):
+    start = time.monotonic()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/busy")
+    with urllib.request.urlopen(request, timeout=seconds) as response:
+        assert response.status == 200
+    return time.monotonic() - start
+
+
+def test_idle_and_slow_connections_do_not_lock_new_clients_out(templates, tmp_path):
+    base = tmp_path / "busy"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "busy")  # the defaults
+    sockets = []
+    try:
+        sockets += _open(server, 110)  # more idle keep-alive connections than waitress's default limit
+        sockets += _open(server, 20, partial=True)
+        assert _served_within(server, 10) < 5
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.stop()
+    # with a small limit, a new client evicts the idle and then the slowest partial requests
+    server = _start(base, "busy", rest_connection_limit=8, rest_request_timeout=2, rest_idle_timeout=60,
+                    rest_cleanup_interval=1)
+    sockets = []
+    try:
+        sockets += _open(server, 12, partial=True)
+        sockets += _open(server, 12)
+        assert _served_within(server, 10) < 5
+        # a request that does not arrive within --rest_request_timeout is closed
+        slow = _open(server, 1, partial=True)[0]
+        sockets.append(slow)
+        start = time.monotonic()
+        slow.settimeout(10)
+        try:
+            while time.monotonic() - start < 10 and slow.recv(1024):
+                pass
+        except OSError:
+            pass
+        assert time.monotonic() - start < 6
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.stop()
+
+
 def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(templates, tmp_path):
     base = tmp_path / "retry"
     base.mkdir()

@@ -79,6 +79,8 @@ def build_parser():
                         help="REST worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
                         help="gRPC worker threads (default: %(default)s)")
+    parser.add_argument("--grpc_max_concurrent_rpcs", type=_positive_int, default=64,
+                        help="gRPC calls at once, running or queued; more get RESOURCE_EXHAUSTED (default: %(default)s)")
     limits = parser.add_argument_group(
         "per-request limits", "a request over one is refused before it is read into tensors: REST 413, "
         "gRPC RESOURCE_EXHAUSTED, with a message naming the flag")
@@ -90,6 +92,20 @@ def build_parser():
                              "(default: %(default)s)")
     limits.add_argument("--max_elements", "--max-elements", type=_positive_int, default=DEFAULT_MAX_ELEMENTS,
                         help="elements of any one input tensor (default: %(default)s)")
+    rest = parser.add_argument_group(
+        "REST connections", "at the connection limit a new client closes the idle connection unused the "
+        "longest, else the oldest partial request; requests being answered are never closed")
+    rest.add_argument("--rest_connection_limit", type=_positive_int, default=200,
+                      help="REST client connections at once (default: %(default)s)")
+    rest.add_argument("--rest_idle_timeout", type=_positive_int, default=30,
+                      help="seconds before an idle keep-alive connection is closed (default: %(default)s)")
+    rest.add_argument("--rest_request_timeout", type=_positive_int, default=60,
+                      help="seconds for a request (headers and body) to arrive, from its first byte; slower "
+                           "ones are closed (default: %(default)s)")
+    rest.add_argument("--rest_cleanup_interval", type=_positive_int, default=1,
+                      help="seconds between checks of the two timeouts (default: %(default)s)")
+    rest.add_argument("--rest_backlog", type=_positive_int, default=1024,
+                      help="listen backlog: connections the kernel queues (default: %(default)s)")
     return parser
 
 
@@ -120,7 +136,10 @@ def main(argv=None) -> int:
                          poll_wait_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
                          rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads,
                          max_rows=args.max_rows, max_rows_times_k=args.max_rows_times_k,
-                         max_elements=args.max_elements)
+                         max_elements=args.max_elements, rest_connection_limit=args.rest_connection_limit,
+                         rest_idle_timeout=args.rest_idle_timeout, rest_request_timeout=args.rest_request_timeout,
+                         rest_cleanup_interval=args.rest_cleanup_interval, rest_backlog=args.rest_backlog,
+                         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs)
     try:
         try:
             server.start()

@@ -7,6 +7,11 @@
 413 (body over `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or
 `--max_elements` allow) or 500.
 
+Connections: at most `connection_limit` clients at once; when the limit is reached, a new client
+makes room by closing the idle keep-alive connection unused the longest, else the partial request
+that started the longest ago (requests being answered are never closed). Idle connections close
+after `idle_timeout` s, and a request that has not fully arrived within `request_timeout` s of its
+first byte is closed, so slow or stalled clients cannot hold the server.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import threading
 import time
 
 import grpc
-import waitress
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 from mfn4rec_tf.serve._common import (
     _NAME,
@@ -141,15 +148,101 @@ class RestApi:
         return "200 OK", columns_response(signature.run(arrays, self.limits))
 
 
-class _RestServer:
-    """waitress serving a WSGI app from its own thread; `stop()` finishes the requests under way."""
+class _Channel(HTTPChannel):
+    """waitress's HTTP channel, noting when the request it is reading began (for `request_timeout`)."""
 
-    def __init__(self, app, host, port, threads, max_body_bytes):
+    request_started = None
+
+    def received(self, data):
+        if self.request is None and data:
+            self.request_started = time.monotonic()
+        return super().received(data)
+
+
+class _Server(TcpWSGIServer):
+    """waitress's TCP server with the connection policy of this module's docstring."""
+
+    channel_class = _Channel
+    request_timeout = 60.0
+    _overflow_logged = False
+
+    def maintenance(self, now):
+        super().maintenance(now)  # marks the channels idle for over `channel_timeout` for closing
+        cutoff = time.monotonic() - self.request_timeout
+        for channel in list(self.active_channels.values()):
+            if (channel.request is not None and not channel.requests and channel.request_started is not None
+                    and channel.request_started < cutoff and not channel.will_close):
+                channel.will_close = True  # closed by the loop's next write pass
+                LOG.info("Closed a REST connection from %s whose request did not arrive within %g s",
+                         channel.addr[0] if channel.addr else "?", self.request_timeout)
+
+    def _open_channels(self):
+        return [channel for channel in self.active_channels.values() if not channel.will_close]
+
+    @staticmethod
+    def _evictable(channels):
+        """Idle channels (unused the longest first), then partial requests (started the longest ago first)."""
+        idle = [channel for channel in channels if not channel.requests and not channel.total_outbufs_len]
+        return sorted(idle, key=lambda channel: (channel.request is not None, (channel.request_started or 0.0)
+                                                 if channel.request is not None else channel.last_activity))
+
+    def readable(self):
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        channels = self._open_channels()
+        if len(channels) < self.connection_limit or self._evictable(channels):
+            self._overflow_logged = False
+            return True  # room, or room that a new client can make (see handle_accept)
+        if not self._overflow_logged:
+            LOG.warning("REST: %d connections, all answering requests (--rest_connection_limit); new clients wait",
+                        len(channels))
+            self._overflow_logged = True
+        return False
+
+    def handle_accept(self):
+        known = set(self._map)
+        super().handle_accept()
+        channels = self._open_channels()
+        excess = len(channels) - self.connection_limit
+        if excess > 0:  # a new client came in at the limit: close the idle or slow ones to make room
+            for channel in self._evictable([channel for channel in channels if channel._fileno in known])[:excess]:
+                channel.will_close = True  # closed by the loop's next write pass
+
+
+class _RestServer:
+    """waitress serving a WSGI app from its own thread; `stop()` finishes the requests under way.
+
+    Args:
+        app: the WSGI app.
+        host, port: the address to bind.
+        threads: worker threads.
+        max_body_bytes: the app's body limit (waitress refuses bodies over twice that itself).
+        connection_limit: client connections at once (see the module docstring for what happens at the limit).
+        idle_timeout: seconds before an idle keep-alive connection is closed.
+        request_timeout: seconds for a request to arrive completely, from its first byte.
+        cleanup_interval: seconds between the checks of the two timeouts.
+        backlog: the listen backlog (connections the kernel queues before they are accepted).
+    """
+
+    def __init__(self, app, host, port, threads, max_body_bytes, connection_limit=200, idle_timeout=30,
+                 request_timeout=60, cleanup_interval=1, backlog=1024):
         self._map = {}
         # waitress refuses bodies over its own limit with a plain-text 413 before the app sees them; the
         # app answers the ones between `max_body_bytes` and twice that with a JSON 413.
-        self._server = waitress.create_server(app, map=self._map, host=host, port=port, threads=threads,
-                                              max_request_body_size=2 * max_body_bytes, ident="mfn4rec_tf.serve")
+        adjustments = Adjustments(host=host, port=port, threads=threads, max_request_body_size=2 * max_body_bytes,
+                                  ident="mfn4rec_tf.serve", connection_limit=connection_limit + 2,
+                                  channel_timeout=idle_timeout, cleanup_interval=cleanup_interval, backlog=backlog,
+                                  asyncore_use_poll=True)
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(threads)
+        self._server = _Server(app, map=self._map, dispatcher=dispatcher, adj=adjustments,
+                               sockinfo=adjustments.listen[0])
+        self._server.connection_limit = connection_limit
+        self._server.request_timeout = request_timeout
         self.port = int(self._server.effective_port)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rest-api", daemon=True)
@@ -157,18 +250,21 @@ class _RestServer:
     def start(self):
         self._thread.start()
 
+    def _loop(self, timeout):
+        wasyncore.loop(timeout=timeout, map=self._map, count=1, use_poll=True)  # poll(): no FD_SETSIZE limit
+
     def _run(self):
         while not self._stopping.is_set():
-            wasyncore.loop(timeout=0.2, map=self._map, count=1)
+            self._loop(0.2)
         wasyncore.dispatcher.close(self._server)  # stop accepting (the wake-up trigger stays open)
         drain = threading.Thread(target=self._server.task_dispatcher.shutdown, kwargs={"timeout": 10})
         drain.start()  # the workers finish their requests while this loop sends the answers
         while drain.is_alive():
-            wasyncore.loop(timeout=0.05, map=self._map, count=1)
+            self._loop(0.05)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and any(
                 isinstance(channel, HTTPChannel) and channel.total_outbufs_len for channel in list(self._map.values())):
-            wasyncore.loop(timeout=0.05, map=self._map, count=1)
+            self._loop(0.05)
         wasyncore.close_all(self._map, ignore_all=True)
 
     def stop(self):

@@ -48,6 +48,13 @@ class ModelServer:
         grpc_threads: gRPC worker threads.
         max_rows, max_rows_times_k, max_elements: the per-request `Limits` (REST 413, gRPC
             RESOURCE_EXHAUSTED beyond them).
+        rest_connection_limit: REST client connections at once; at the limit, a new client closes
+            the idle connection unused the longest, else the oldest partial request.
+        rest_idle_timeout: seconds before an idle REST keep-alive connection is closed.
+        rest_request_timeout: seconds for a REST request to arrive completely, from its first byte.
+        rest_cleanup_interval: seconds between checks of the two REST timeouts.
+        rest_backlog: the REST socket's listen backlog.
+        grpc_max_concurrent_rpcs: gRPC calls at once, running or queued; more are RESOURCE_EXHAUSTED.
 
     Example:
         server = ModelServer(ModelManager("mfn4rec", "saved_models/mfn4rec"), rest_port=0, grpc_port=0)
@@ -56,7 +63,9 @@ class ModelServer:
 
     def __init__(self, manager, host="127.0.0.1", rest_port=8501, grpc_port=8500, poll_wait_seconds=1.0,
                  max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16, max_rows=DEFAULT_MAX_ROWS,
-                 max_rows_times_k=DEFAULT_MAX_ROWS_TIMES_K, max_elements=DEFAULT_MAX_ELEMENTS):
+                 max_rows_times_k=DEFAULT_MAX_ROWS_TIMES_K, max_elements=DEFAULT_MAX_ELEMENTS,
+                 rest_connection_limit=200, rest_idle_timeout=30, rest_request_timeout=60, rest_cleanup_interval=1,
+                 rest_backlog=1024, grpc_max_concurrent_rpcs=64):
         self.manager = manager
         self.host = host
         self.rest_port = rest_port
@@ -66,6 +75,10 @@ class ModelServer:
         self.rest_threads = rest_threads
         self.grpc_threads = grpc_threads
         self.limits = Limits(max_rows, max_rows_times_k, max_elements)
+        self.rest_options = {"connection_limit": rest_connection_limit, "idle_timeout": rest_idle_timeout,
+                             "request_timeout": rest_request_timeout, "cleanup_interval": rest_cleanup_interval,
+                             "backlog": rest_backlog}
+        self.grpc_max_concurrent_rpcs = grpc_max_concurrent_rpcs
         self._stopping = threading.Event()
         self._poller = None
         self._rest = None
@@ -81,7 +94,8 @@ class ModelServer:
         self.manager.poll()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.grpc_threads, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", self.max_body_bytes), ("grpc.so_reuseport", 0)])
+            options=[("grpc.max_receive_message_length", self.max_body_bytes), ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=self.grpc_max_concurrent_rpcs)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.manager, self.limits), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
@@ -94,7 +108,7 @@ class ModelServer:
             raise OSError(f"cannot bind the gRPC port {grpc_address}")
         try:
             self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits), address, self.rest_port,
-                                     self.rest_threads, self.max_body_bytes)
+                                     self.rest_threads, self.max_body_bytes, **self.rest_options)
         except OSError as error:
             self._grpc.stop(None)
             raise OSError(f"cannot bind the REST port {address}:{self.rest_port}: {error}") from None
