@@ -53,7 +53,11 @@ def _converter(dtype):
     if dtype == tf.string:
         def to_bytes(value):
             if isinstance(value, str):
-                return value.encode("utf-8")
+                try:
+                    return value.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON lets through
+                    raise _JsonError(f"JSON string {_json_text(value)} is not valid Unicode (it holds a lone "
+                                     "surrogate)") from None
             if _is_b64(value):
                 try:
                     return base64.b64decode(value["b64"], validate=True)

@@ -2,7 +2,7 @@
 
 `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`,
 `tensorflow.serving.ModelService/GetModelStatus`. A `ServingError` aborts the call with its code;
-any other exception is answered as INTERNAL and logged with its traceback.
+any other exception is answered as INTERNAL (without its text) and logged with its traceback.
 
 A Predict input's TensorProto is checked before it is expanded into an array: its dtype, its
 claimed shape (no negative or unknown dimension; the signature's shape; `--max_rows` and
@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from mfn4rec_tf.serve._common import (
+    INTERNAL_ERROR_MESSAGE,
     LOG,
     SIGNATURE_DEF_FIELD,
     Limits,
@@ -35,6 +36,13 @@ _VALUE_FIELD = {
     tf.int64: "int64_val", tf.uint32: "uint32_val", tf.uint64: "uint64_val", tf.bool: "bool_val",
     tf.string: "string_val", tf.complex64: "scomplex_val", tf.complex128: "dcomplex_val",
 }
+
+
+def _dtype_name(enum):
+    try:
+        return tf.dtypes.as_dtype(enum).name if enum else "DT_INVALID"
+    except TypeError:
+        return f"an unknown dtype ({enum})"
 
 
 def _claimed_shape(proto, name):
@@ -75,9 +83,9 @@ def _abort_on_error(method):
             return method(self, request)
         except ServingError as error:
             code, message = error.code, error.message
-        except Exception as error:  # answered as INTERNAL, logged with its traceback
+        except Exception:  # answered as INTERNAL without the exception's text, logged with its traceback
             LOG.exception("Internal error in %s", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
+            code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE
         context.abort(code, message)
 
     wrapper.__name__ = method.__name__
@@ -103,9 +111,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for name, proto in request.inputs.items():
             spec = signature.inputs[name]
             if spec.dtype is not None and proto.dtype != spec.dtype.as_datatype_enum:
-                given = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
                 raise _invalid(f"Input '{name}' of signature '{signature.name}' expects {spec.dtype.name}, "
-                               f"but {given} is provided")
+                               f"but {_dtype_name(proto.dtype)} is provided")
             shape = _claimed_shape(proto, name)
             signature.check_shape(name, shape, self.limits)
             _check_values(proto, spec.dtype, shape, name)

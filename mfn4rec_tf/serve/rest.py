@@ -5,7 +5,7 @@
 (rows) -> `{"predictions": ...}` or `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are
 `{"error": "..."}` with 400 (invalid request), 404 (unknown model, version, label or path), 405,
 413 (body over `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or
-`--max_elements` allow) or 500.
+`--max_elements` allow) or 500 (its details are logged, not sent).
 
 Connections: at most `connection_limit` clients at once; when the limit is reached, a new client
 makes room by closing the idle keep-alive connection unused the longest, else the partial request
@@ -32,11 +32,13 @@ from mfn4rec_tf.serve._common import (
     _NAME,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SIGNATURE,
+    INTERNAL_ERROR_MESSAGE,
     LOG,
     Limits,
     ServingError,
     _invalid,
     _not_found,
+    _version_number,
 )
 from mfn4rec_tf.serve.codec import (
     _json_text,
@@ -73,9 +75,9 @@ class RestApi:
             status, payload = self._dispatch(environ)
         except ServingError as error:
             status, payload, headers = error.http_status, {"error": error.message}, error.headers
-        except Exception as error:  # answered as 500, logged with its traceback
-            LOG.exception("Internal error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            status, payload = "500 Internal Server Error", {"error": f"Internal error: {type(error).__name__}: {error}"}
+        except Exception:  # answered as 500 without the exception's text, logged with its traceback
+            LOG.exception("Internal error on %s %.200s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, payload = "500 Internal Server Error", {"error": INTERNAL_ERROR_MESSAGE}
         body = json.dumps(payload, indent=None if "predictions" in payload or "outputs" in payload else 1).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))] + headers)
         return [body]
@@ -103,8 +105,14 @@ class RestApi:
 
     @staticmethod
     def _spec(match):
-        return dict(name=match["name"], version=int(match["version"]) if match["version"] else None,
-                    label=match["label"])
+        version = None
+        if match["version"]:
+            version = _version_number(match["version"])
+            if version is None:
+                text = match["version"] if len(match["version"]) <= 30 else match["version"][:30] + "..."
+                raise _not_found(f"Could not find version {text} of model {match['name']}: a version number is "
+                                 "at most 2^63-1")
+        return dict(name=match["name"], version=version, label=match["label"])
 
     def _get(self, match):
         spec = self._spec(match)

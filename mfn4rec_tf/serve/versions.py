@@ -26,6 +26,7 @@ from mfn4rec_tf.serve._common import (
     _GRPC_CODE,
     DEFAULT_SIGNATURE,
     LOG,
+    MAX_RANK,
     SERVE_TAG,
     SIGNATURE_DEF_FIELD,
     ServingError,
@@ -108,10 +109,13 @@ class Signature:
             raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
                            "server takes dense inputs only.")
         shape = tuple(shape)
+        got = f"shape {_shape_string(shape)}" if len(shape) <= MAX_RANK else f"a value of rank {len(shape)}"
         if spec.shape is not None and (len(spec.shape) != len(shape) or any(
                 size is not None and size != given for size, given in zip(spec.shape, shape))):
-            raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; "
-                           f"got shape {_shape_string(shape)}.")
+            raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; got {got}.")
+        if len(shape) > MAX_RANK:
+            raise _invalid(f"Input '{name}' of signature '{self.name}' has rank {len(shape)}; this server takes "
+                           f"at most {MAX_RANK} dimensions.")
         if limits is None:
             return
         if shape and shape[0] > limits.max_rows:
