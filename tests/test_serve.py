@@ -1170,3 +1170,16 @@ def test_internal_errors_do_not_leak_exception_text(rec, monkeypatch):
     code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="user_representation"))
     assert code == grpc.StatusCode.INTERNAL and "secret" not in details
 
+
+def test_a_non_loopback_host_logs_that_there_is_no_tls_and_no_authentication(caplog):
+    from mfn4rec_tf.serve import server as server_module
+
+    caplog.set_level(logging.WARNING, logger=serve.LOG.name)
+    for address in ("127.0.0.1", "::1", "127.0.0.2"):
+        assert not server_module._warn_if_exposed(address)
+    assert not caplog.records
+    for address in ("0.0.0.0", "::", "192.168.1.20"):
+        assert server_module._warn_if_exposed(address)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3
+    assert all("no TLS" in m and "no authentication" in m and "reverse proxy" in m for m in messages)

@@ -6,6 +6,7 @@ Both servers bind the same host; port 0 picks a free port (the startup log line 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from concurrent import futures
@@ -34,6 +35,20 @@ def _resolve_host(host):
         raise OSError(f"cannot resolve --host {host}: {error}") from None
 
 
+def _warn_if_exposed(address):
+    """Logs a warning (and returns True) when `address` is not a loopback address."""
+    try:
+        loopback = ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        LOG.warning("Serving on %s, which other machines can reach: this server has no TLS and no authentication. "
+                    "Put a reverse proxy in front of it (e.g. nginx or Envoy terminating TLS and checking "
+                    "credentials, forwarding to this server on 127.0.0.1), and keep these ports closed to the "
+                    "network.", address)
+    return not loopback
+
+
 class ModelServer:
     """The REST and gRPC endpoints over one `ModelManager`, plus the thread that polls the base path.
 
@@ -55,6 +70,8 @@ class ModelServer:
         rest_cleanup_interval: seconds between checks of the two REST timeouts.
         rest_backlog: the REST socket's listen backlog.
         grpc_max_concurrent_rpcs: gRPC calls at once, running or queued; more are RESOURCE_EXHAUSTED.
+
+    A host that is not a loopback address logs a warning: neither server has TLS or authentication.
 
     Example:
         server = ModelServer(ModelManager("mfn4rec", "saved_models/mfn4rec"), rest_port=0, grpc_port=0)
@@ -91,6 +108,7 @@ class ModelServer:
             OSError: a port cannot be bound or the host not resolved.
         """
         address = _resolve_host(self.host)
+        _warn_if_exposed(address)
         self.manager.poll()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.grpc_threads, thread_name_prefix="grpc"),
