@@ -1183,3 +1183,33 @@ def test_a_non_loopback_host_logs_that_there_is_no_tls_and_no_authentication(cap
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 3
     assert all("no TLS" in m and "no authentication" in m and "reverse proxy" in m for m in messages)
+
+
+def _call(api, body):
+    """(status, JSON) of one POST :predict straight through the WSGI app."""
+    import io
+
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/models/rec:predict", "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    payload = b"".join(api(environ, lambda status, headers: answer.update(status=status, headers=dict(headers))))
+    return int(answer["status"].split()[0]), json.loads(payload), answer["headers"]
+
+
+def test_request_bodies_handled_at_once_are_bounded_and_the_rest_wait_then_503(rec):
+    body = json.dumps({"instances": HISTORY}).encode()
+    api = serve.RestApi(rec.manager, max_body_bytes=4096, max_inflight_body_bytes=2 * len(body) - 1,
+                        busy_wait_seconds=0.3)
+    assert _call(api, body)[0] == 200
+    assert api.inflight.acquire(len(body), timeout=1)  # a request of the same size under way
+    try:
+        start = time.monotonic()
+        status, payload, headers = _call(api, body)
+        assert status == 503 and "--max_inflight_body_bytes" in payload["error"] and headers["Retry-After"]
+        assert 0.3 <= time.monotonic() - start < 5
+        small = json.dumps({"instances": HISTORY[:1]}).encode()
+        assert len(body) + len(small) <= 2 * len(body) - 1 and _call(api, small)[0] == 200  # what fits goes on
+    finally:
+        api.inflight.release(len(body))
+    assert _call(api, body)[0] == 200
+    assert serve.build_parser().parse_args(["--model_base_path", "x"]).max_inflight_body_bytes is None  # 2x body

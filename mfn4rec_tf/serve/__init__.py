@@ -6,6 +6,7 @@
         [--max_rows 1024] [--max_rows_times_k 100000] [--max_elements 1000000]
         [--rest_connection_limit 200] [--rest_idle_timeout 30] [--rest_request_timeout 60]
         [--rest_cleanup_interval 1] [--rest_backlog 1024] [--grpc_max_concurrent_rpcs 64]
+        [--max_inflight_body_bytes 2*max_body_bytes]
 
 The official model server (the `tensorflow/serving` image) serves the same directory; this one is
 for machines without it. It is generic, as TF Serving is: it serves every signature of any
@@ -34,7 +35,8 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   its inputs become tensors (a gRPC TensorProto's claimed shape is checked before it is expanded);
   REST connections are bounded (`--rest_connection_limit`; idle and slow clients are closed to make
   room and after `--rest_idle_timeout` / `--rest_request_timeout`), gRPC calls by
-  `--grpc_max_concurrent_rpcs`. A non-loopback `--host` logs that there is no TLS or authentication.
+  `--grpc_max_concurrent_rpcs`, REST bodies handled at once by `--max_inflight_body_bytes` (then
+  503). A non-loopback `--host` logs that there is no TLS or authentication.
 
 Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
 switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the

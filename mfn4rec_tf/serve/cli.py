@@ -75,6 +75,10 @@ def build_parser():
                         help="a version label, /v1/models/NAME/labels/LABEL (repeatable; default: none)")
     parser.add_argument("--max_body_bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
                         help="largest REST request body / gRPC message accepted (default: %(default)s)")
+    parser.add_argument("--max_inflight_body_bytes", type=_positive_int, default=None,
+                        help="REST predict bodies handled at once, in bytes (parsing JSON takes many times a body's "
+                             "size); a request that does not fit waits up to 30 s, then gets 503 "
+                             "(default: twice --max_body_bytes)")
     parser.add_argument("--rest_api_num_threads", type=_positive_int, default=16,
                         help="REST worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
@@ -139,7 +143,8 @@ def main(argv=None) -> int:
                          max_elements=args.max_elements, rest_connection_limit=args.rest_connection_limit,
                          rest_idle_timeout=args.rest_idle_timeout, rest_request_timeout=args.rest_request_timeout,
                          rest_cleanup_interval=args.rest_cleanup_interval, rest_backlog=args.rest_backlog,
-                         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs)
+                         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+                         max_inflight_body_bytes=args.max_inflight_body_bytes)
     try:
         try:
             server.start()

@@ -20,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from mfn4rec_tf.serve._common import SIGNATURE_DEF_FIELD, _invalid
+from mfn4rec_tf.serve._common import SIGNATURE_DEF_FIELD, _invalid, _too_large
 
 _JSON_TYPE = {bool: "Bool", int: "Number", float: "Number", str: "String", list: "Array", dict: "Object",
               type(None): "Null"}
@@ -171,6 +171,9 @@ def instances_to_arrays(instances, signature, limits=None):
         raise _invalid("Expecting 'instances' to be a list/array")
     if not instances:
         raise _invalid("No values in 'instances' array")
+    if limits is not None and len(instances) > limits.max_rows:  # before anything is done per row
+        raise _too_large(f"'instances' has {len(instances)} rows, over the limit of {limits.max_rows} rows a request "
+                         "(--max_rows); split the request.")
     names = sorted(signature.inputs)
     objects = _is_object(instances[0])
     if not objects and len(names) > 1:

@@ -5,13 +5,18 @@
 (rows) -> `{"predictions": ...}` or `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are
 `{"error": "..."}` with 400 (invalid request), 404 (unknown model, version, label or path), 405,
 413 (body over `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or
-`--max_elements` allow) or 500 (its details are logged, not sent).
+`--max_elements` allow), 503 (busy, see Memory below) or 500 (its details are logged, not sent).
 
 Connections: at most `connection_limit` clients at once; when the limit is reached, a new client
 makes room by closing the idle keep-alive connection unused the longest, else the partial request
 that started the longest ago (requests being answered are never closed). Idle connections close
 after `idle_timeout` s, and a request that has not fully arrived within `request_timeout` s of its
 first byte is closed, so slow or stalled clients cannot hold the server.
+
+Memory: parsing JSON takes many times the body's size (15 MiB of `[],` is 5 million lists, about
+350 MB), so the bodies of the predict requests handled at once are bounded (`max_inflight_body_bytes`,
+twice `max_body_bytes` by default; a body alone always goes on). A request that does not fit waits
+up to `busy_wait_seconds` (30 s) and is then answered 503 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -55,6 +60,31 @@ _GET_PATH = re.compile(_SPEC + r"(?P<metadata>/metadata)?")
 _POST_PATH = re.compile(_SPEC + r":(?P<verb>[A-Za-z_]+)")
 
 
+class _ByteBudget:
+    """Bytes of request bodies being handled at once: `acquire(n)` waits until they fit (one alone always fits)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, size, timeout):
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self.used and self.used + size > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            self.used += size
+            return True
+
+    def release(self, size):
+        with self._condition:
+            self.used -= size
+            self._condition.notify_all()
+
+
 class RestApi:
     """The WSGI application of the REST API (TF Serving's URLs and JSON).
 
@@ -62,12 +92,19 @@ class RestApi:
         manager: the `ModelManager` it serves.
         max_body_bytes: larger request bodies are refused with 413.
         limits: the per-request `Limits` (rows, rows x k, elements); more is refused with 413.
+        max_inflight_body_bytes: the bodies of the predict requests handled at once, in bytes
+            (None: twice `max_body_bytes`); parsing JSON takes many times a body's size.
+        busy_wait_seconds: how long a request waits for room under `max_inflight_body_bytes`
+            before it is answered 503.
     """
 
-    def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES, limits=None):
+    def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES, limits=None, max_inflight_body_bytes=None,
+                 busy_wait_seconds=30.0):
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.limits = limits or Limits()
+        self.inflight = _ByteBudget(max_inflight_body_bytes or 2 * max_body_bytes)
+        self.busy_wait_seconds = busy_wait_seconds
 
     def __call__(self, environ, start_response):
         headers = []
@@ -99,7 +136,7 @@ class RestApi:
             if match["verb"] != "predict":
                 raise _not_found(f"Unknown method :{match['verb']} in {path}; this server implements :predict "
                                  "(TF Serving's :classify and :regress take tf.Example signatures)")
-            return self._predict(match, self._body(environ))
+            return self._predict_in_budget(match, environ)
         raise _not_found(f"Malformed request: {method} {path} (the API is /v1/models/NAME[/versions/N|/labels/L]"
                          "[/metadata] and POST /v1/models/NAME[/versions/N|/labels/L]:predict)")
 
@@ -121,16 +158,34 @@ class RestApi:
             return "200 OK", metadata_json(self.manager.metadata(servable))
         return "200 OK", status_json(self.manager.status(**spec))
 
-    def _body(self, environ):
+    def _content_length(self, environ):
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise _invalid("Content-Length is not a number") from None
+        if length < 0:
+            raise _invalid("Content-Length is negative")
         if length > self.max_body_bytes:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Request body of {length} bytes is over the limit of {self.max_body_bytes} bytes "
                                "(--max_body_bytes)", "413 Payload Too Large")
+        return length
+
+    def _body(self, environ):
+        length = self._content_length(environ)
         return environ["wsgi.input"].read(length) if length else b""
+
+    def _predict_in_budget(self, match, environ):
+        size = self._content_length(environ)
+        if not self.inflight.acquire(size, self.busy_wait_seconds):
+            raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                               f"The server is busy: request bodies of {self.inflight.used} bytes are being handled, "
+                               f"and this one ({size} bytes) does not fit under {self.inflight.limit} "
+                               "(--max_inflight_body_bytes); try again later", headers=[("Retry-After", "1")])
+        try:
+            return self._predict(match, self._body(environ))
+        finally:
+            self.inflight.release(size)
 
     def _predict(self, match, body):
         servable = self.manager.servable(**self._spec(match))

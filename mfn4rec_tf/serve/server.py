@@ -70,6 +70,8 @@ class ModelServer:
         rest_cleanup_interval: seconds between checks of the two REST timeouts.
         rest_backlog: the REST socket's listen backlog.
         grpc_max_concurrent_rpcs: gRPC calls at once, running or queued; more are RESOURCE_EXHAUSTED.
+        max_inflight_body_bytes: REST predict bodies handled at once, in bytes (None: twice
+            `max_body_bytes`); a request that does not fit waits, then gets 503.
 
     A host that is not a loopback address logs a warning: neither server has TLS or authentication.
 
@@ -82,7 +84,7 @@ class ModelServer:
                  max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16, max_rows=DEFAULT_MAX_ROWS,
                  max_rows_times_k=DEFAULT_MAX_ROWS_TIMES_K, max_elements=DEFAULT_MAX_ELEMENTS,
                  rest_connection_limit=200, rest_idle_timeout=30, rest_request_timeout=60, rest_cleanup_interval=1,
-                 rest_backlog=1024, grpc_max_concurrent_rpcs=64):
+                 rest_backlog=1024, grpc_max_concurrent_rpcs=64, max_inflight_body_bytes=None):
         self.manager = manager
         self.host = host
         self.rest_port = rest_port
@@ -96,6 +98,7 @@ class ModelServer:
                              "request_timeout": rest_request_timeout, "cleanup_interval": rest_cleanup_interval,
                              "backlog": rest_backlog}
         self.grpc_max_concurrent_rpcs = grpc_max_concurrent_rpcs
+        self.max_inflight_body_bytes = max_inflight_body_bytes
         self._stopping = threading.Event()
         self._poller = None
         self._rest = None
@@ -125,7 +128,8 @@ class ModelServer:
         if not self.grpc_port:
             raise OSError(f"cannot bind the gRPC port {grpc_address}")
         try:
-            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits), address, self.rest_port,
+            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits,
+                                             self.max_inflight_body_bytes), address, self.rest_port,
                                      self.rest_threads, self.max_body_bytes, **self.rest_options)
         except OSError as error:
             self._grpc.stop(None)
