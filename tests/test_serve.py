@@ -1213,3 +1213,27 @@ def test_request_bodies_handled_at_once_are_bounded_and_the_rest_wait_then_503(r
         api.inflight.release(len(body))
     assert _call(api, body)[0] == 200
     assert serve.build_parser().parse_args(["--model_base_path", "x"]).max_inflight_body_bytes is None  # 2x body
+
+
+def test_grpc_messages_share_the_inflight_budget_and_a_broken_message_is_invalid(templates, tmp_path):
+    base = tmp_path / "budget"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "budget", max_inflight_body_bytes=1000, busy_wait_seconds=0.3)
+    try:
+        assert len(_columns(grpc_predict(server, HISTORY))["item_ids"]) == 2
+        assert server.inflight.acquire(1000, timeout=1)  # a large request under way, REST or gRPC
+        try:
+            code, details = _grpc_code(lambda: grpc_predict(server, HISTORY))
+            assert code == grpc.StatusCode.UNAVAILABLE and "--max_inflight_body_bytes" in details, details
+            status, payload, _ = http(server, "POST", "/v1/models/budget:predict", {"instances": HISTORY})
+            assert status == 503 and "--max_inflight_body_bytes" in payload["error"]
+        finally:
+            server.inflight.release(1000)
+        assert len(_columns(grpc_predict(server, HISTORY))["item_ids"]) == 2
+        # bytes that are not a PredictRequest
+        call = _channel(server.grpc_port).unary_unary("/tensorflow.serving.PredictionService/Predict")
+        code, details = _grpc_code(lambda: call(b"\xff\xff\xff", timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "PredictRequest" in details, details
+    finally:
+        server.stop()

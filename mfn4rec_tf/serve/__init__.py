@@ -35,8 +35,8 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   its inputs become tensors (a gRPC TensorProto's claimed shape is checked before it is expanded);
   REST connections are bounded (`--rest_connection_limit`; idle and slow clients are closed to make
   room and after `--rest_idle_timeout` / `--rest_request_timeout`), gRPC calls by
-  `--grpc_max_concurrent_rpcs`, REST bodies handled at once by `--max_inflight_body_bytes` (then
-  503). A non-loopback `--host` logs that there is no TLS or authentication.
+  `--grpc_max_concurrent_rpcs`, REST bodies and gRPC messages handled at once by
+  `--max_inflight_body_bytes` (then 503 / UNAVAILABLE). A non-loopback `--host` logs that there is no TLS or authentication.
 
 Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
 switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -71,6 +73,36 @@ class Limits:
     max_rows: int = DEFAULT_MAX_ROWS
     max_rows_times_k: int = DEFAULT_MAX_ROWS_TIMES_K
     max_elements: int = DEFAULT_MAX_ELEMENTS
+
+
+class ByteBudget:
+    """Bytes of request bodies (REST) and messages (gRPC) being handled at once.
+
+    Parsing takes many times a request's size (JSON ~25x, a PredictRequest of tiny strings ~16x), so
+    the server bounds the total: `acquire(n, timeout)` waits until `n` more bytes fit under `limit`
+    (a request alone always fits) and returns False if they do not within `timeout` seconds.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, size, timeout):
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self.used and self.used + size > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            self.used += size
+            return True
+
+    def release(self, size):
+        with self._condition:
+            self.used -= size
+            self._condition.notify_all()
 
 
 def _too_large(message):

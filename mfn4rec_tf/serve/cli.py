@@ -76,9 +76,9 @@ def build_parser():
     parser.add_argument("--max_body_bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
                         help="largest REST request body / gRPC message accepted (default: %(default)s)")
     parser.add_argument("--max_inflight_body_bytes", type=_positive_int, default=None,
-                        help="REST predict bodies handled at once, in bytes (parsing JSON takes many times a body's "
-                             "size); a request that does not fit waits up to 30 s, then gets 503 "
-                             "(default: twice --max_body_bytes)")
+                        help="REST predict bodies and gRPC Predict messages handled at once, in bytes (parsing "
+                             "takes many times a request's size); one that does not fit waits up to 30 s, then "
+                             "gets REST 503 / gRPC UNAVAILABLE (default: twice --max_body_bytes)")
     parser.add_argument("--rest_api_num_threads", type=_positive_int, default=16,
                         help="REST worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,

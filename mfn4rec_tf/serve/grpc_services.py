@@ -7,13 +7,16 @@ any other exception is answered as INTERNAL (without its text) and logged with i
 A Predict input's TensorProto is checked before it is expanded into an array: its dtype, its
 claimed shape (no negative or unknown dimension; the signature's shape; `--max_rows` and
 `--max_elements`) and its number of values (at most the shape's elements; fewer fill the tensor
-with the last one, as TensorFlow does; `tensor_content` exactly the bytes of the shape).
+with the last one, as TensorFlow does; `tensor_content` exactly the bytes of the shape). Before
+that, the serialized request is parsed only once it fits in the server's in-flight byte budget
+(`predict_serialized`; UNAVAILABLE after the wait), since parsing takes up to ~16x its size.
 """
 
 from __future__ import annotations
 
 import grpc
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
@@ -24,6 +27,7 @@ from mfn4rec_tf.serve._common import (
     INTERNAL_ERROR_MESSAGE,
     LOG,
     SIGNATURE_DEF_FIELD,
+    ByteBudget,
     Limits,
     ServingError,
     _invalid,
@@ -97,9 +101,27 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """`tensorflow.serving.PredictionService`: Predict and GetModelMetadata (Classify, Regress and
     MultiInference answer UNIMPLEMENTED)."""
 
-    def __init__(self, manager, limits=None):
+    def __init__(self, manager, limits=None, inflight=None, busy_wait_seconds=30.0):
         self.manager = manager
         self.limits = limits or Limits()
+        self.inflight = inflight or ByteBudget(2 * 16 * 1024 * 1024)
+        self.busy_wait_seconds = busy_wait_seconds
+
+    def predict_serialized(self, data, context):
+        """Predict on the serialized request: it is parsed only once its bytes fit in the in-flight budget."""
+        if not self.inflight.acquire(len(data), self.busy_wait_seconds):
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"The server is busy: requests of {self.inflight.used} bytes are being handled, and this "
+                          f"one ({len(data)} bytes) does not fit under {self.inflight.limit} "
+                          "(--max_inflight_body_bytes); try again later")
+        try:
+            try:
+                request = predict_pb2.PredictRequest.FromString(data)
+            except DecodeError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The message is not a PredictRequest")
+            return self.Predict(request, context)
+        finally:
+            self.inflight.release(len(data))
 
     @_abort_on_error
     def Predict(self, request):  # the gRPC method's name

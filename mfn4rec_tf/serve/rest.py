@@ -39,6 +39,7 @@ from mfn4rec_tf.serve._common import (
     DEFAULT_SIGNATURE,
     INTERNAL_ERROR_MESSAGE,
     LOG,
+    ByteBudget,
     Limits,
     ServingError,
     _invalid,
@@ -60,31 +61,6 @@ _GET_PATH = re.compile(_SPEC + r"(?P<metadata>/metadata)?")
 _POST_PATH = re.compile(_SPEC + r":(?P<verb>[A-Za-z_]+)")
 
 
-class _ByteBudget:
-    """Bytes of request bodies being handled at once: `acquire(n)` waits until they fit (one alone always fits)."""
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.used = 0
-        self._condition = threading.Condition()
-
-    def acquire(self, size, timeout):
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while self.used and self.used + size > self.limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(remaining)
-            self.used += size
-            return True
-
-    def release(self, size):
-        with self._condition:
-            self.used -= size
-            self._condition.notify_all()
-
-
 class RestApi:
     """The WSGI application of the REST API (TF Serving's URLs and JSON).
 
@@ -96,14 +72,15 @@ class RestApi:
             (None: twice `max_body_bytes`); parsing JSON takes many times a body's size.
         busy_wait_seconds: how long a request waits for room under `max_inflight_body_bytes`
             before it is answered 503.
+        inflight: a `ByteBudget` shared with the gRPC service (then `max_inflight_body_bytes` is unused).
     """
 
     def __init__(self, manager, max_body_bytes=DEFAULT_MAX_BODY_BYTES, limits=None, max_inflight_body_bytes=None,
-                 busy_wait_seconds=30.0):
+                 busy_wait_seconds=30.0, inflight=None):
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.limits = limits or Limits()
-        self.inflight = _ByteBudget(max_inflight_body_bytes or 2 * max_body_bytes)
+        self.inflight = inflight or ByteBudget(max_inflight_body_bytes or 2 * max_body_bytes)
         self.busy_wait_seconds = busy_wait_seconds
 
     def __call__(self, environ, start_response):

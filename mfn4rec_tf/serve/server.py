@@ -12,7 +12,11 @@ import threading
 from concurrent import futures
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from mfn4rec_tf.serve._common import (
     DEFAULT_MAX_BODY_BYTES,
@@ -20,6 +24,7 @@ from mfn4rec_tf.serve._common import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MAX_ROWS_TIMES_K,
     LOG,
+    ByteBudget,
     Limits,
 )
 from mfn4rec_tf.serve.grpc_services import ModelService, PredictionService
@@ -70,8 +75,10 @@ class ModelServer:
         rest_cleanup_interval: seconds between checks of the two REST timeouts.
         rest_backlog: the REST socket's listen backlog.
         grpc_max_concurrent_rpcs: gRPC calls at once, running or queued; more are RESOURCE_EXHAUSTED.
-        max_inflight_body_bytes: REST predict bodies handled at once, in bytes (None: twice
-            `max_body_bytes`); a request that does not fit waits, then gets 503.
+        max_inflight_body_bytes: REST predict bodies and gRPC Predict messages handled at once, in
+            bytes (None: twice `max_body_bytes`); one that does not fit waits, then gets REST 503 or
+            gRPC UNAVAILABLE.
+        busy_wait_seconds: how long that wait lasts.
 
     A host that is not a loopback address logs a warning: neither server has TLS or authentication.
 
@@ -84,7 +91,8 @@ class ModelServer:
                  max_body_bytes=DEFAULT_MAX_BODY_BYTES, rest_threads=16, grpc_threads=16, max_rows=DEFAULT_MAX_ROWS,
                  max_rows_times_k=DEFAULT_MAX_ROWS_TIMES_K, max_elements=DEFAULT_MAX_ELEMENTS,
                  rest_connection_limit=200, rest_idle_timeout=30, rest_request_timeout=60, rest_cleanup_interval=1,
-                 rest_backlog=1024, grpc_max_concurrent_rpcs=64, max_inflight_body_bytes=None):
+                 rest_backlog=1024, grpc_max_concurrent_rpcs=64, max_inflight_body_bytes=None,
+                 busy_wait_seconds=30.0):
         self.manager = manager
         self.host = host
         self.rest_port = rest_port
@@ -98,7 +106,8 @@ class ModelServer:
                              "request_timeout": rest_request_timeout, "cleanup_interval": rest_cleanup_interval,
                              "backlog": rest_backlog}
         self.grpc_max_concurrent_rpcs = grpc_max_concurrent_rpcs
-        self.max_inflight_body_bytes = max_inflight_body_bytes
+        self.inflight = ByteBudget(max_inflight_body_bytes or 2 * max_body_bytes)
+        self.busy_wait_seconds = busy_wait_seconds
         self._stopping = threading.Event()
         self._poller = None
         self._rest = None
@@ -117,8 +126,13 @@ class ModelServer:
             futures.ThreadPoolExecutor(max_workers=self.grpc_threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", self.max_body_bytes), ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=self.grpc_max_concurrent_rpcs)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager, self.limits), self._grpc)
+        prediction = PredictionService(self.manager, self.limits, self.inflight, self.busy_wait_seconds)
+        # Predict takes the serialized request, parsed once it fits in the in-flight budget; this handler
+        # comes first, so the generated one below serves the service's other methods
+        self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                prediction.predict_serialized, response_serializer=predict_pb2.PredictResponse.SerializeToString)}),))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
         grpc_address = f"[{address}]:{self.grpc_port}" if ":" in address else f"{address}:{self.grpc_port}"
         try:
@@ -129,7 +143,7 @@ class ModelServer:
             raise OSError(f"cannot bind the gRPC port {grpc_address}")
         try:
             self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits,
-                                             self.max_inflight_body_bytes), address, self.rest_port,
+                                             busy_wait_seconds=self.busy_wait_seconds, inflight=self.inflight), address, self.rest_port,
                                      self.rest_threads, self.max_body_bytes, **self.rest_options)
         except OSError as error:
             self._grpc.stop(None)
