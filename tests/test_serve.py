@@ -417,10 +417,10 @@ def test_internal_error_is_500_and_grpc_internal(rec, monkeypatch):
         signature.name, signature.inputs, signature.outputs, broken))
     status, payload, _ = http(rec, "POST", "/v1/models/rec:predict",
                               {"signature_name": "user_representation", "instances": HISTORY})
-    assert (status, payload) == (500, {"error": "Internal error: RuntimeError: boom"})
+    assert status == 500 and payload["error"].startswith("Internal error")
     with pytest.raises(grpc.RpcError) as error:
         grpc_predict(rec, HISTORY, signature_name="user_representation")
-    assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.INTERNAL
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -904,3 +904,336 @@ def test_readme_client_snippets_run_against_the_server(readme_server, reference)
     assert answers[1]["model_spec"]["name"] == "mfn4rec"
     assert_rec_answer(rows_to_columns(answers[2]["predictions"]), expected(reference, "rec0", history=row_history))
     assert_rec_answer(answers[3]["outputs"], recommend)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hardening: what a client (or a file copy) can do to the server
+
+
+def _tensor(dtype, dims, **values):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in dims]))
+    for field, value in values.items():
+        if field == "tensor_content":
+            proto.tensor_content = value
+        else:
+            getattr(proto, field).extend(value)
+    return proto
+
+
+def test_grpc_tensor_claiming_a_huge_shape_is_refused_before_it_is_expanded(rec, monkeypatch):
+    expanded = []
+    make_ndarray = tf.make_ndarray
+
+    def watched(proto, *args, **kwargs):
+        size = int(np.prod([dim.size for dim in proto.tensor_shape.dim]))
+        expanded.append(size)
+        assert size <= 10 ** 6, f"make_ndarray called on a TensorProto claiming {size} elements"
+        return make_ndarray(proto, *args, **kwargs)
+
+    monkeypatch.setattr(tf, "make_ndarray", watched)
+    string = tf.string.as_datatype_enum
+    huge = _tensor(string, [10 ** 8, 1], string_val=[b"B0001" * 12])  # 60 bytes claiming 10^8 rows
+    code, details = _grpc_code(lambda: grpc_predict(rec, huge))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows" in details, details
+    wide = _tensor(string, [1, 10 ** 8], string_val=[b"B0001"])
+    code, details = _grpc_code(lambda: grpc_predict(rec, wide))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_elements" in details, details
+    for proto, message in ((_tensor(string, [2, 2], string_val=[b"a"] * 5), "5 values for shape [2,2]"),
+                           (_tensor(string, [2, -3], string_val=[b"a"]), "negative"),
+                           (_tensor(string, [0, 2], string_val=[b"a"]), "1 values for shape [0,2]")):
+        code, details = _grpc_code(lambda proto=proto: grpc_predict(rec, proto))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message in details, (message, details)
+    k = _tensor(tf.int32.as_datatype_enum, [], tensor_content=b"\x01\x00")  # 2 bytes for an int32
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="recommend", k=k,
+                                                    exclude_seen=tf.make_tensor_proto(True)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor_content" in details, details
+    # an input the signature does not take is refused before it is read, however large it claims to be
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, extra=_tensor(string, [10 ** 9], string_val=[b"x"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown: ['extra']" in details
+    assert not [size for size in expanded if size > 10 ** 6]
+    # one value filling a small shape (what tf.make_tensor_proto writes for a scalar) is still accepted
+    filled = _tensor(string, [2, 3], string_val=[b"B0001"])
+    assert len(_columns(grpc_predict(rec, filled))["item_ids"]) == 2
+
+
+@pytest.fixture(scope="module")
+def limited(templates, tmp_path_factory):
+    """The recommender with small per-request limits: 4 rows, rows x k <= 10, 12 elements an input."""
+    base = tmp_path_factory.mktemp("limited_base") / "limited"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "limited", max_rows=4, max_rows_times_k=10, max_elements=12)
+    yield server
+    server.stop()
+
+
+def test_per_request_limits_are_413_naming_the_flag_and_grpc_resource_exhausted(limited):
+    def recommend(rows, k, width=1):
+        return {"signature_name": "recommend",
+                "inputs": {"history": [["B0001"] * width] * rows, "k": k, "exclude_seen": False}}
+
+    assert len(predict(limited, recommend(4, 2))["outputs"]["item_ids"]) == 4  # 8 <= 10
+    for body, flag in ((recommend(5, 1), "--max_rows"), ({"instances": [["B0001"]] * 5}, "--max_rows"),
+                       (recommend(4, 3), "--max_rows_times_k"), (recommend(2, 1, width=7), "--max_elements")):
+        status, payload, _ = http(limited, "POST", "/v1/models/limited:predict", body)
+        assert status == 413 and flag in payload["error"], (flag, payload)
+    code, details = _grpc_code(lambda: grpc_predict(limited, [["B0001"]] * 5))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows" in details
+    code, details = _grpc_code(lambda: grpc_predict(limited, [["B0001"]] * 4, signature_name="recommend",
+                                                    k=tf.make_tensor_proto(3, dtype=tf.int32),
+                                                    exclude_seen=tf.make_tensor_proto(False)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max_rows_times_k" in details
+    # the defaults are documented ones
+    args = serve.build_parser().parse_args(["--model_base_path", "x"])
+    assert (args.max_rows, args.max_rows_times_k, args.max_elements) == (1024, 100_000, 1_000_000)
+    assert serve.build_parser().parse_args(["--model_base_path", "x", "--max-rows", "7"]).max_rows == 7
+
+
+def _open(server, count, partial=False):
+    import socket
+
+    sockets = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", server.rest_port), timeout=5)
+        if partial:  # a request whose body never comes
+            connection.sendall(b"POST /v1/models/busy:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        sockets.append(connection)
+    return sockets
+
+
+def _served_within(server, seconds):
+    start = time.monotonic()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/busy")
+    with urllib.request.urlopen(request, timeout=seconds) as response:
+        assert response.status == 200
+    return time.monotonic() - start
+
+
+def test_idle_and_slow_connections_do_not_lock_new_clients_out(templates, tmp_path):
+    base = tmp_path / "busy"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "busy")  # the defaults
+    sockets = []
+    try:
+        sockets += _open(server, 110)  # more idle keep-alive connections than waitress's default limit
+        sockets += _open(server, 20, partial=True)
+        assert _served_within(server, 10) < 5
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.stop()
+    # with a small limit, a new client evicts the idle and then the slowest partial requests
+    server = _start(base, "busy", rest_connection_limit=8, rest_request_timeout=2, rest_idle_timeout=60,
+                    rest_cleanup_interval=1)
+    sockets = []
+    try:
+        sockets += _open(server, 12, partial=True)
+        sockets += _open(server, 12)
+        assert _served_within(server, 10) < 5
+        # a request that does not arrive within --rest_request_timeout is closed
+        slow = _open(server, 1, partial=True)[0]
+        sockets.append(slow)
+        start = time.monotonic()
+        slow.settimeout(10)
+        try:
+            while time.monotonic() - start < 10 and slow.recv(1024):
+                pass
+        except OSError:
+            pass
+        assert time.monotonic() - start < 6
+    finally:
+        for connection in sockets:
+            connection.close()
+        server.stop()
+
+
+def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(templates, tmp_path):
+    base = tmp_path / "retry"
+    base.mkdir()
+    manager = serve.ModelManager("retry", base)
+    shutil.copytree(templates["rec2"], base / "5")
+    data = next((base / "5" / "variables").glob("variables.data-*"))
+    complete = data.read_bytes()
+    data.write_bytes(b"")  # a copy under way: the data file is not there yet
+    manager.poll()
+    status = manager.status("retry").model_version_status[0]
+    assert status.state == get_model_status_pb2.ModelVersionStatus.END and "Failed to load" in status.status.error_message
+    data.write_bytes(complete)  # the copy completes (only the data file changes)
+    manager.poll()
+    assert manager.loaded_versions == [5]
+
+    # a re-copy with the same sizes and mtimes (a broken copy, then a good one, `cp -p` style)
+    shutil.copytree(templates["rec1"], base / "6")
+    data = next((base / "6" / "variables").glob("variables.data-*"))
+    good, stat = data.read_bytes(), data.stat()
+    data.write_bytes(bytes(len(good)))
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manager.poll()
+    assert manager.loaded_versions == [5]
+    assert manager.status("retry", version=6).model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.END
+    data.write_bytes(good)
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manager.poll()
+    assert manager.loaded_versions == [6]
+
+    # with nothing changed, a failed version is tried again with back-off; status shows the latest error
+    attempts = []
+
+    def failing(path, version):
+        attempts.append(time.monotonic())
+        raise ValueError(f"attempt {len(attempts)}")
+
+    (tmp_path / "flaky" / "1").mkdir(parents=True)
+    flaky = serve.ModelManager("flaky", tmp_path / "flaky", loader=failing, retry_seconds=(0.2, 0.4))
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        flaky.poll()
+        time.sleep(0.02)
+    assert 3 <= len(attempts) <= 6, attempts
+    gaps = np.diff(attempts)
+    assert gaps[0] >= 0.2 and all(gap >= 0.39 for gap in gaps[1:]), gaps
+    message = flaky.status("flaky").model_version_status[0].status.error_message
+    assert message.endswith(f"attempt {len(attempts)}"), message
+
+
+def test_a_version_folder_over_int64_is_ignored_and_does_not_poison_the_server(templates, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=serve.LOG.name)
+    base = tmp_path / "big"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "big", poll_wait_seconds=0.05)
+    huge = str(2 ** 63)
+    try:
+        _version(base, huge, templates["rec1"])
+        time.sleep(0.5)
+        assert http(server, "GET", "/v1/models/big")[:2] == (200, {"model_version_status": [_version_status(1)]})
+        assert grpc_predict(server, HISTORY).model_spec.version.value == 1
+        status = _stubs(server)[1].GetModelStatus(_spec(get_model_status_pb2.GetModelStatusRequest(), "big"),
+                                                  timeout=30)
+        assert [entry.version for entry in status.model_version_status] == [1]
+        shutil.rmtree(base / huge)
+        time.sleep(0.2)
+        assert http(server, "GET", "/v1/models/big")[0] == 200
+    finally:
+        server.stop()
+    warnings = [r.getMessage() for r in caplog.records if huge in r.getMessage()]
+    assert len(warnings) == 1 and "ignored" in warnings[0], warnings
+
+
+def _deep(depth):
+    value = "B0001"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"inputs": {"history": _deep(70)}}, "must have shape [-1,-1]; got a value of rank 70"),
+    ({"instances": [_deep(69)]}, "must have shape [-1,-1]; got a value of rank 70"),
+    (b'{"instances": [["\\ud800"]]}', "not valid Unicode"),
+    (b'{"inputs": {"history": [["B0001"]]}, "signature_name": "\\udfff"}', "not found"),
+])
+def test_hostile_json_is_400_without_exception_text(rec, body, message):
+    status, payload, _ = http(rec, "POST", "/v1/models/rec:predict", body)
+    assert status == 400 and message in payload["error"], payload
+    assert not re.search(r"\w+(Error|Exception)\b|Traceback", payload["error"]), payload
+
+
+def test_a_huge_version_number_in_the_url_is_404_and_grpc_bad_dtype_is_invalid(rec):
+    digits = "9" * 5000
+    for method, path in (("GET", f"/v1/models/rec/versions/{digits}"),
+                         ("GET", f"/v1/models/rec/versions/{digits}/metadata"),
+                         ("POST", f"/v1/models/rec/versions/{digits}:predict"),
+                         ("GET", f"/v1/models/rec/versions/{2 ** 64}")):
+        status, payload, _ = http(rec, method, path, {"instances": HISTORY} if method == "POST" else None)
+        assert status == 404 and "version" in payload["error"] and len(payload["error"]) < 300, payload
+    code, details = _grpc_code(lambda: grpc_predict(rec, _tensor(9999, [1, 1], string_val=[b"x"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "expects string" in details and "9999" in details, details
+
+
+def test_internal_errors_do_not_leak_exception_text(rec, monkeypatch):
+    servable = rec.manager.servable("rec")
+    signature = servable.signatures["user_representation"]
+
+    def broken(**_):
+        raise RuntimeError("secret /path/to/thing")
+
+    monkeypatch.setitem(servable.signatures, "user_representation", serve.Signature(
+        signature.name, signature.inputs, signature.outputs, broken))
+    status, payload, _ = http(rec, "POST", "/v1/models/rec:predict",
+                              {"signature_name": "user_representation", "instances": HISTORY})
+    assert status == 500 and "secret" not in payload["error"] and "Internal error" in payload["error"]
+    code, details = _grpc_code(lambda: grpc_predict(rec, HISTORY, signature_name="user_representation"))
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in details
+
+
+def test_a_non_loopback_host_logs_that_there_is_no_tls_and_no_authentication(caplog):
+    from mfn4rec_tf.serve import server as server_module
+
+    caplog.set_level(logging.WARNING, logger=serve.LOG.name)
+    for address in ("127.0.0.1", "::1", "127.0.0.2"):
+        assert not server_module._warn_if_exposed(address)
+    assert not caplog.records
+    for address in ("0.0.0.0", "::", "192.168.1.20"):
+        assert server_module._warn_if_exposed(address)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3
+    assert all("no TLS" in m and "no authentication" in m and "reverse proxy" in m for m in messages)
+
+
+def _call(api, body):
+    """(status, JSON) of one POST :predict straight through the WSGI app."""
+    import io
+
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/models/rec:predict", "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    payload = b"".join(api(environ, lambda status, headers: answer.update(status=status, headers=dict(headers))))
+    return int(answer["status"].split()[0]), json.loads(payload), answer["headers"]
+
+
+def test_request_bodies_handled_at_once_are_bounded_and_the_rest_wait_then_503(rec):
+    body = json.dumps({"instances": HISTORY}).encode()
+    api = serve.RestApi(rec.manager, max_body_bytes=4096, max_inflight_body_bytes=2 * len(body) - 1,
+                        busy_wait_seconds=0.3)
+    assert _call(api, body)[0] == 200
+    assert api.inflight.acquire(len(body), timeout=1)  # a request of the same size under way
+    try:
+        start = time.monotonic()
+        status, payload, headers = _call(api, body)
+        assert status == 503 and "--max_inflight_body_bytes" in payload["error"] and headers["Retry-After"]
+        assert 0.3 <= time.monotonic() - start < 5
+        small = json.dumps({"instances": HISTORY[:1]}).encode()
+        assert len(body) + len(small) <= 2 * len(body) - 1 and _call(api, small)[0] == 200  # what fits goes on
+    finally:
+        api.inflight.release(len(body))
+    assert _call(api, body)[0] == 200
+    assert serve.build_parser().parse_args(["--model_base_path", "x"]).max_inflight_body_bytes is None  # 2x body
+
+
+def test_grpc_messages_share_the_inflight_budget_and_a_broken_message_is_invalid(templates, tmp_path):
+    base = tmp_path / "budget"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    server = _start(base, "budget", max_inflight_body_bytes=1000, busy_wait_seconds=0.3)
+    try:
+        assert len(_columns(grpc_predict(server, HISTORY))["item_ids"]) == 2
+        assert server.inflight.acquire(1000, timeout=1)  # a large request under way, REST or gRPC
+        try:
+            code, details = _grpc_code(lambda: grpc_predict(server, HISTORY))
+            assert code == grpc.StatusCode.UNAVAILABLE and "--max_inflight_body_bytes" in details, details
+            status, payload, _ = http(server, "POST", "/v1/models/budget:predict", {"instances": HISTORY})
+            assert status == 503 and "--max_inflight_body_bytes" in payload["error"]
+        finally:
+            server.inflight.release(1000)
+        assert len(_columns(grpc_predict(server, HISTORY))["item_ids"]) == 2
+        # bytes that are not a PredictRequest
+        call = _channel(server.grpc_port).unary_unary("/tensorflow.serving.PredictionService/Predict")
+        code, details = _grpc_code(lambda: call(b"\xff\xff\xff", timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "PredictRequest" in details, details
+    finally:
+        server.stop()

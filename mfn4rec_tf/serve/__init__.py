@@ -3,6 +3,10 @@
     python -m mfn4rec_tf.serve --model_base_path saved_models/NAME [--model_name NAME]
         [--rest_api_port 8501] [--port 8500] [--host 127.0.0.1] [--file_system_poll_wait_seconds 1]
         [--num_versions 1] [--version_label LABEL=VERSION ...] [--max_body_bytes 16777216]
+        [--max_rows 1024] [--max_rows_times_k 100000] [--max_elements 1000000]
+        [--rest_connection_limit 200] [--rest_idle_timeout 30] [--rest_request_timeout 60]
+        [--rest_cleanup_interval 1] [--rest_backlog 1024] [--grpc_max_concurrent_rpcs 64]
+        [--max_inflight_body_bytes 2*max_body_bytes]
 
 The official model server (the `tensorflow/serving` image) serves the same directory; this one is
 for machines without it. It is generic, as TF Serving is: it serves every signature of any
@@ -14,7 +18,8 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   with `{"signature_name"?, "instances": [...]}` (rows) -> `{"predictions": ...}` or
   `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are `{"error": "..."}` with 400
   (invalid request), 404 (unknown model, version, label or path), 405, 413 (body over
-  `--max_body_bytes`) or 500. The JSON mapping is TF Serving's: strings as JSON strings (inputs may
+  `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or `--max_elements`
+  allow) or 500 (without the exception's text, which is logged). The JSON mapping is TF Serving's: strings as JSON strings (inputs may
   also be `{"b64": ...}`; outputs whose name ends in `_bytes` are written that way), float32 values
   in their shortest round-tripping form, `NaN` / `Infinity` allowed.
 - gRPC (`--port`): `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`,
@@ -23,8 +28,15 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   names, such as an exporter's `.staging-*` directories, are ignored). The base path is polled every
   `--file_system_poll_wait_seconds` (0: once, at start): a new version is loaded beside the served
   ones and takes over only once it has loaded; older ones are then unloaded. A version that fails to
-  load is reported by the status API (state END, with the error) and the versions already loaded
-  keep serving; it is tried again when its directory changes.
+  load is reported by the status API (state END, with the latest attempt's error) and the versions
+  already loaded keep serving; it is tried again when anything in its directory changes, else with
+  back-off (5 s doubling to 300 s). Directories numbered over int64 are ignored (one warning).
+- Limits: a request over `--max_rows`, `--max_rows_times_k` or `--max_elements` is refused before
+  its inputs become tensors (a gRPC TensorProto's claimed shape is checked before it is expanded);
+  REST connections are bounded (`--rest_connection_limit`; idle and slow clients are closed to make
+  room and after `--rest_idle_timeout` / `--rest_request_timeout`), gRPC calls by
+  `--grpc_max_concurrent_rpcs`, REST bodies and gRPC messages handled at once by
+  `--max_inflight_body_bytes` (then 503 / UNAVAILABLE). A non-loopback `--host` logs that there is no TLS or authentication.
 
 Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
 switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the
@@ -53,6 +65,7 @@ from mfn4rec_tf.serve._common import (
     LOG,
     SERVE_TAG,
     SIGNATURE_DEF_FIELD,
+    Limits,
     ServingError,
 )
 from mfn4rec_tf.serve.cli import build_parser, main
@@ -84,6 +97,7 @@ __all__ = [
     "LOG",
     "SERVE_TAG",
     "SIGNATURE_DEF_FIELD",
+    "Limits",
     "ModelManager",
     "ModelServer",
     "ModelService",

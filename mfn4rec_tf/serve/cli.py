@@ -14,16 +14,25 @@ import sys
 import threading
 from pathlib import Path
 
-from mfn4rec_tf.serve._common import _NAME, _VERSION_DIR, DEFAULT_MAX_BODY_BYTES, LOG
+from mfn4rec_tf.serve._common import (
+    _NAME,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MAX_ROWS_TIMES_K,
+    LOG,
+    _version_number,
+)
 from mfn4rec_tf.serve.server import ModelServer
 from mfn4rec_tf.serve.versions import ModelManager
 
 
 def _label(text):
     label, sep, version = text.partition("=")
-    if not sep or not label or not re.fullmatch(_NAME, label) or not _VERSION_DIR.fullmatch(version):
-        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=3), got {text!r}")
-    return label, int(version)
+    number = _version_number(version)
+    if not sep or not label or not re.fullmatch(_NAME, label) or number is None:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=3; VERSION 0..2^63-1), got {text!r}")
+    return label, number
 
 
 def _checked(convert, valid, expected):
@@ -66,10 +75,41 @@ def build_parser():
                         help="a version label, /v1/models/NAME/labels/LABEL (repeatable; default: none)")
     parser.add_argument("--max_body_bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
                         help="largest REST request body / gRPC message accepted (default: %(default)s)")
+    parser.add_argument("--max_inflight_body_bytes", type=_positive_int, default=None,
+                        help="REST predict bodies and gRPC Predict messages handled at once, in bytes (parsing "
+                             "takes many times a request's size); one that does not fit waits up to 30 s, then "
+                             "gets REST 503 / gRPC UNAVAILABLE (default: twice --max_body_bytes)")
     parser.add_argument("--rest_api_num_threads", type=_positive_int, default=16,
                         help="REST worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
                         help="gRPC worker threads (default: %(default)s)")
+    parser.add_argument("--grpc_max_concurrent_rpcs", type=_positive_int, default=64,
+                        help="gRPC calls at once, running or queued; more get RESOURCE_EXHAUSTED (default: %(default)s)")
+    limits = parser.add_argument_group(
+        "per-request limits", "a request over one is refused before it is read into tensors: REST 413, "
+        "gRPC RESOURCE_EXHAUSTED, with a message naming the flag")
+    limits.add_argument("--max_rows", "--max-rows", type=_positive_int, default=DEFAULT_MAX_ROWS,
+                        help="rows (the first dimension of any input) in one request (default: %(default)s)")
+    limits.add_argument("--max_rows_times_k", "--max-rows-times-k", type=_positive_int,
+                        default=DEFAULT_MAX_ROWS_TIMES_K,
+                        help="rows x k, for a signature with a scalar integer input named k, such as recommend "
+                             "(default: %(default)s)")
+    limits.add_argument("--max_elements", "--max-elements", type=_positive_int, default=DEFAULT_MAX_ELEMENTS,
+                        help="elements of any one input tensor (default: %(default)s)")
+    rest = parser.add_argument_group(
+        "REST connections", "at the connection limit a new client closes the idle connection unused the "
+        "longest, else the oldest partial request; requests being answered are never closed")
+    rest.add_argument("--rest_connection_limit", type=_positive_int, default=200,
+                      help="REST client connections at once (default: %(default)s)")
+    rest.add_argument("--rest_idle_timeout", type=_positive_int, default=30,
+                      help="seconds before an idle keep-alive connection is closed (default: %(default)s)")
+    rest.add_argument("--rest_request_timeout", type=_positive_int, default=60,
+                      help="seconds for a request (headers and body) to arrive, from its first byte; slower "
+                           "ones are closed (default: %(default)s)")
+    rest.add_argument("--rest_cleanup_interval", type=_positive_int, default=1,
+                      help="seconds between checks of the two timeouts (default: %(default)s)")
+    rest.add_argument("--rest_backlog", type=_positive_int, default=1024,
+                      help="listen backlog: connections the kernel queues (default: %(default)s)")
     return parser
 
 
@@ -98,7 +138,13 @@ def main(argv=None) -> int:
     server = ModelServer(ModelManager(name, base, args.num_versions, labels), host=args.host,
                          rest_port=args.rest_api_port, grpc_port=args.port,
                          poll_wait_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
-                         rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads)
+                         rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads,
+                         max_rows=args.max_rows, max_rows_times_k=args.max_rows_times_k,
+                         max_elements=args.max_elements, rest_connection_limit=args.rest_connection_limit,
+                         rest_idle_timeout=args.rest_idle_timeout, rest_request_timeout=args.rest_request_timeout,
+                         rest_cleanup_interval=args.rest_cleanup_interval, rest_backlog=args.rest_backlog,
+                         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+                         max_inflight_body_bytes=args.max_inflight_body_bytes)
     try:
         try:
             server.start()

@@ -20,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from mfn4rec_tf.serve._common import SIGNATURE_DEF_FIELD, _invalid
+from mfn4rec_tf.serve._common import SIGNATURE_DEF_FIELD, _invalid, _too_large
 
 _JSON_TYPE = {bool: "Bool", int: "Number", float: "Number", str: "String", list: "Array", dict: "Object",
               type(None): "Null"}
@@ -53,7 +53,11 @@ def _converter(dtype):
     if dtype == tf.string:
         def to_bytes(value):
             if isinstance(value, str):
-                return value.encode("utf-8")
+                try:
+                    return value.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON lets through
+                    raise _JsonError(f"JSON string {_json_text(value)} is not valid Unicode (it holds a lone "
+                                     "surrogate)") from None
             if _is_b64(value):
                 try:
                     return base64.b64decode(value["b64"], validate=True)
@@ -137,14 +141,18 @@ def _input_converter(signature, name):
     return spec.dtype, convert
 
 
-def json_to_array(value, signature, name):
+def json_to_array(value, signature, name, limits=None):
     """One columnar JSON input (a value or nested lists) -> the NumPy array of its dtype.
 
+    The shape is checked against the signature and `limits` before any value is converted.
+
     Raises:
-        ServingError: INVALID_ARGUMENT naming the input (wrong JSON type, ragged lists, ...).
+        ServingError: INVALID_ARGUMENT naming the input (wrong JSON type, ragged lists, wrong
+            shape, ...); RESOURCE_EXHAUSTED over a limit.
     """
     dtype, convert = _input_converter(signature, name)
     shape = _json_shape(value)
+    signature.check_shape(name, shape, limits)
     values = []
     try:
         _flatten(value, shape, 0, values, convert)
@@ -153,7 +161,7 @@ def json_to_array(value, signature, name):
     return _array(values, shape, dtype)
 
 
-def instances_to_arrays(instances, signature):
+def instances_to_arrays(instances, signature, limits=None):
     """The row format: `instances` (one entry per example) -> input name -> NumPy array.
 
     A list of values when the signature has one input, else a list of objects with one key per
@@ -163,6 +171,9 @@ def instances_to_arrays(instances, signature):
         raise _invalid("Expecting 'instances' to be a list/array")
     if not instances:
         raise _invalid("No values in 'instances' array")
+    if limits is not None and len(instances) > limits.max_rows:  # before anything is done per row
+        raise _too_large(f"'instances' has {len(instances)} rows, over the limit of {limits.max_rows} rows a request "
+                         "(--max_rows); split the request.")
     names = sorted(signature.inputs)
     objects = _is_object(instances[0])
     if not objects and len(names) > 1:
@@ -188,6 +199,7 @@ def instances_to_arrays(instances, signature):
     for name, items in columns.items():
         dtype, convert = _input_converter(signature, name)
         item_shape = _json_shape(items[0])
+        signature.check_shape(name, [len(items)] + item_shape, limits)
         values = []
         for index, item in enumerate(items):
             try:
@@ -199,14 +211,14 @@ def instances_to_arrays(instances, signature):
     return arrays
 
 
-def inputs_to_arrays(inputs, signature):
+def inputs_to_arrays(inputs, signature, limits=None):
     """The columnar format: `inputs` (an object of named inputs, or the value of a single input)."""
     names = sorted(signature.inputs)
     if not _is_object(inputs):
         if len(names) != 1:
             raise _invalid("inputs is a plain value/list, but expecting an object as multiple input tensors are "
                            f"required by signature '{signature.name}': {', '.join(names)}")
-        return {names[0]: json_to_array(inputs, signature, names[0])}
+        return {names[0]: json_to_array(inputs, signature, names[0], limits)}
     for name in names:
         if name not in inputs:
             raise _invalid(f"Missing named input: {name} in 'inputs' object (signature '{signature.name}' takes "
@@ -215,7 +227,7 @@ def inputs_to_arrays(inputs, signature):
     if unknown:
         raise _invalid(f"Unknown input(s) {', '.join(unknown)} in 'inputs' object (signature '{signature.name}' "
                        f"takes {', '.join(names)})")
-    return {name: json_to_array(inputs[name], signature, name) for name in names}
+    return {name: json_to_array(inputs[name], signature, name, limits) for name in names}
 
 
 def array_to_json(array, name):

@@ -9,6 +9,7 @@ the versions already loaded keep serving; it is tried again when its directory c
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -23,14 +24,16 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from mfn4rec_tf.serve._common import (
     _GRPC_CODE,
-    _VERSION_DIR,
     DEFAULT_SIGNATURE,
     LOG,
+    MAX_RANK,
     SERVE_TAG,
     SIGNATURE_DEF_FIELD,
     ServingError,
     _invalid,
     _not_found,
+    _too_large,
+    _version_number,
 )
 
 
@@ -85,32 +88,70 @@ class Signature:
     outputs: dict
     function: object
 
-    def check_inputs(self, arrays):
-        """Raises INVALID_ARGUMENT unless `arrays` has exactly the inputs, in shapes the signature takes."""
-        given, wanted = set(arrays), set(self.inputs)
+    def check_names(self, names):
+        """Raises INVALID_ARGUMENT unless `names` are exactly the signature's inputs."""
+        given, wanted = set(names), set(self.inputs)
         if given != wanted:
             raise _invalid(
                 f"Signature '{self.name}' takes the inputs {sorted(wanted)}; the request has {sorted(given)}"
                 + (f" (missing: {sorted(wanted - given)})" if wanted - given else "")
                 + (f" (unknown: {sorted(given - wanted)})" if given - wanted else "") + ".")
-        for name, array in arrays.items():
-            spec = self.inputs[name]
-            if not spec.dense or spec.dtype is None:
-                raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
-                               "server takes dense inputs only.")
-            if spec.shape is not None and (len(spec.shape) != array.ndim or any(
-                    size is not None and size != got for size, got in zip(spec.shape, array.shape))):
-                raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; "
-                               f"got shape {_shape_string(array.shape)}.")
 
-    def run(self, arrays):
-        """Calls the signature on checked NumPy inputs; returns output name -> NumPy array.
+    def check_shape(self, name, shape, limits=None):
+        """Checks the shape a request gives (or claims for) input `name`, before it is built.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a shape the signature does not take (or a sparse
+                input); RESOURCE_EXHAUSTED (REST 413) for more rows or elements than `limits` allow.
+        """
+        spec = self.inputs[name]
+        if not spec.dense or spec.dtype is None:
+            raise _invalid(f"Input '{name}' of signature '{self.name}' is not a dense tensor; this "
+                           "server takes dense inputs only.")
+        shape = tuple(shape)
+        got = f"shape {_shape_string(shape)}" if len(shape) <= MAX_RANK else f"a value of rank {len(shape)}"
+        if spec.shape is not None and (len(spec.shape) != len(shape) or any(
+                size is not None and size != given for size, given in zip(spec.shape, shape))):
+            raise _invalid(f"Input '{name}' of signature '{self.name}' must have shape {spec.describe()}; got {got}.")
+        if len(shape) > MAX_RANK:
+            raise _invalid(f"Input '{name}' of signature '{self.name}' has rank {len(shape)}; this server takes "
+                           f"at most {MAX_RANK} dimensions.")
+        if limits is None:
+            return
+        if shape and shape[0] > limits.max_rows:
+            raise _too_large(f"Input '{name}' has {shape[0]} rows, over the limit of {limits.max_rows} rows a "
+                             "request (--max_rows); split the request.")
+        elements = 1
+        for size in shape:
+            elements *= size
+        if elements > limits.max_elements:
+            raise _too_large(f"Input '{name}' has {elements} elements, over the limit of {limits.max_elements} "
+                             "(--max_elements); split the request.")
+
+    def check_inputs(self, arrays, limits=None):
+        """Raises INVALID_ARGUMENT unless `arrays` has exactly the inputs, in shapes the signature takes,
+        and RESOURCE_EXHAUSTED when they ask for more work than `limits` allow."""
+        self.check_names(arrays)
+        for name, array in arrays.items():
+            self.check_shape(name, array.shape, limits)
+        if limits is None:
+            return
+        k = arrays.get("k")
+        if k is None or k.ndim != 0 or k.dtype.kind not in "iu":
+            return
+        rows = max([array.shape[0] for array in arrays.values() if array.ndim] or [1])
+        if rows * int(k) > limits.max_rows_times_k:
+            raise _too_large(f"{rows} rows x k={int(k)} = {rows * int(k)} results, over the limit of "
+                             f"{limits.max_rows_times_k} (--max_rows_times_k); ask for fewer rows or a smaller k.")
+
+    def run(self, arrays, limits=None):
+        """Calls the signature on NumPy inputs (checked here, with `limits`); returns output name -> NumPy array.
 
         Raises:
             ServingError: with the code of a TensorFlow error raised while running (a runtime
                 InvalidArgument, e.g. a top-k larger than the catalogue, is INVALID_ARGUMENT).
         """
-        self.check_inputs(arrays)
+        self.check_inputs(arrays, limits)
         try:
             tensors = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in arrays.items()}
             result = self.function(**tensors)
@@ -191,17 +232,43 @@ def load_version(path, version):
     return ServableVersion(int(version), Path(path), signatures, signature_def_map, saved_model)
 
 
+_FINGERPRINT_MAX_ENTRIES = 10_000
+
+
 def _fingerprint(path):
-    """Changes when a version directory's content does (retrying a failed load is worth it then)."""
-    parts = []
-    for item in (path, path / "saved_model.pb", path / "saved_model.pbtxt", path / "variables",
-                 path / "variables" / "variables.index"):
+    """A digest of a version directory's tree: every entry's relative path, type, size, mtime, ctime
+    and inode (the first 10,000 entries, walked in name order).
+
+    It changes when a copy completes or a file is written again, even with the same size and a
+    preserved mtime (`cp -p`, rsync): writing a file changes its ctime, and a new copy its inode.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    count = 0
+    stack = [Path(path)]
+    while stack and count < _FINGERPRINT_MAX_ENTRIES:
+        folder = stack.pop()
         try:
-            stat = item.stat()
-            parts.append((stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            parts.append(None)
-    return tuple(parts)
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            stat = folder.stat()
+        except OSError as error:
+            digest.update(f"{folder}: {type(error).__name__}\n".encode("utf-8", "replace"))
+            continue
+        digest.update(f"{folder} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}\n".encode("utf-8", "replace"))
+        for entry in entries:
+            count += 1
+            try:
+                stat = entry.stat(follow_symlinks=True)
+                is_dir = entry.is_dir()
+            except OSError:
+                digest.update(f"{entry.path} missing\n".encode("utf-8", "replace"))
+                continue
+            if is_dir:
+                stack.append(Path(entry.path))
+                continue
+            digest.update(f"{entry.path} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}\n"
+                          .encode("utf-8", "replace"))
+    digest.update(f"entries {count}".encode())
+    return digest.hexdigest()
 
 
 class ModelManager:
@@ -217,9 +284,13 @@ class ModelManager:
         num_versions: how many of the highest versions to serve at once.
         labels: version label -> version number (`/labels/L` in URLs, `version_label` in specs).
         loader: `loader(path, version) -> ServableVersion`; it raises if the version cannot be served.
+        retry_seconds: (first, most) seconds before a failed version whose directory has not
+            changed is tried again; the wait doubles after each failure up to `most`. A change in
+            the directory (a file added, completed or written again) retries at the next poll.
     """
 
-    def __init__(self, name, base_path, num_versions=1, labels=None, loader=load_version):
+    def __init__(self, name, base_path, num_versions=1, labels=None, loader=load_version,
+                 retry_seconds=(5.0, 300.0)):
         if num_versions < 1:
             raise ValueError(f"`num_versions` must be at least 1. Received: num_versions={num_versions!r}")
         self.name = name
@@ -229,7 +300,9 @@ class ModelManager:
         self._loader = loader
         self._servables = {}  # version -> ServableVersion; replaced, never changed in place
         self._states = {}  # version -> (state name, error code name, error message)
-        self._failed = {}  # version -> fingerprint of its directory when its load failed
+        self._failed = {}  # version -> (fingerprint of its directory at the failed load, next retry time, wait)
+        self.retry_seconds = tuple(retry_seconds)
+        self._ignored = set()  # directory names of digits that are no version number (over int64)
         self._state_lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._missing_base_logged = False
@@ -249,8 +322,21 @@ class ModelManager:
                 self._missing_base_logged = True
             return {}
         self._missing_base_logged = False
-        return {int(entry.name): Path(entry.path) for entry in entries
-                if _VERSION_DIR.fullmatch(entry.name) and entry.is_dir()}
+        versions, ignored = {}, set()
+        for entry in entries:
+            if not entry.name.isascii() or not entry.name.isdigit() or not entry.is_dir():
+                continue
+            number = _version_number(entry.name)
+            if number is None:
+                ignored.add(entry.name)
+                if entry.name not in self._ignored:
+                    LOG.warning("Directory %s of model %s ignored: a version number must be at most 2^63-1 (int64)",
+                                entry.path if len(entry.name) <= 40 else f"{self.base_path}/{entry.name[:40]}...",
+                                self.name)
+                continue
+            versions[number] = Path(entry.path)
+        self._ignored = ignored
+        return versions
 
     def poll(self):
         """One pass: loads the aspired versions not loaded yet, then unloads the ones no longer needed."""
@@ -261,8 +347,9 @@ class ModelManager:
                 if version in self._servables:
                     continue
                 fingerprint = _fingerprint(on_disk[version])
-                if self._failed.get(version) == fingerprint:
-                    continue  # failed before and unchanged since
+                failed = self._failed.get(version)
+                if failed is not None and failed[0] == fingerprint and time.monotonic() < failed[1]:
+                    continue  # failed before, unchanged since, and not due for a retry yet
                 self._load(version, on_disk[version], fingerprint)
             present = [version for version in self._servables if version in on_disk]
             keep = set(sorted(present, reverse=True)[: self.num_versions]) or set(self._servables)
@@ -275,10 +362,14 @@ class ModelManager:
         try:
             servable = self._loader(path, version)
         except Exception as error:
-            self._failed[version] = fingerprint
+            first, most = self.retry_seconds
+            previous = self._failed.get(version)
+            wait = min(2 * previous[2], most) if previous is not None and previous[0] == fingerprint else first
+            self._failed[version] = (fingerprint, time.monotonic() + wait, wait)
             message = f"Failed to load version {version} of model {self.name} from {path}: {error}"
             self._set_state(version, "END", "UNKNOWN", message)
-            LOG.error("%s; still serving version(s) %s", message, self.loaded_versions or "none")
+            LOG.error("%s; still serving version(s) %s; tried again when its directory changes, else in %g s",
+                      message, self.loaded_versions or "none", wait)
             return
         self._failed.pop(version, None)
         self._servables = {**self._servables, version: servable}
