@@ -1061,7 +1061,8 @@ def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(t
     data.write_bytes(b"")  # a copy under way: the data file is not there yet
     manager.poll()
     status = manager.status("retry").model_version_status[0]
-    assert status.state == get_model_status_pb2.ModelVersionStatus.END and "Failed to load" in status.status.error_message
+    assert status.state == get_model_status_pb2.ModelVersionStatus.END
+    assert "Failed to load" in status.status.error_message
     data.write_bytes(complete)  # the copy completes (only the data file changes)
     manager.poll()
     assert manager.loaded_versions == [5]
@@ -1074,7 +1075,8 @@ def test_a_failed_version_is_retried_when_its_folder_changes_and_with_back_off(t
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     manager.poll()
     assert manager.loaded_versions == [5]
-    assert manager.status("retry", version=6).model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.END
+    end = get_model_status_pb2.ModelVersionStatus.END
+    assert manager.status("retry", version=6).model_version_status[0].state == end
     data.write_bytes(good)
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     manager.poll()

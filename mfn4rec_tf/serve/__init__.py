@@ -19,9 +19,10 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   `{"inputs": {...}}` (columns) -> `{"outputs": ...}`; errors are `{"error": "..."}` with 400
   (invalid request), 404 (unknown model, version, label or path), 405, 413 (body over
   `--max_body_bytes`, or more work than `--max_rows`, `--max_rows_times_k` or `--max_elements`
-  allow) or 500 (without the exception's text, which is logged). The JSON mapping is TF Serving's: strings as JSON strings (inputs may
-  also be `{"b64": ...}`; outputs whose name ends in `_bytes` are written that way), float32 values
-  in their shortest round-tripping form, `NaN` / `Infinity` allowed.
+  allow) or 500 (without the exception's text, which is logged). The JSON mapping is TF
+  Serving's: strings as JSON strings (inputs may also be `{"b64": ...}`; outputs whose name ends
+  in `_bytes` are written that way), float32 values in their shortest round-tripping form, `NaN` /
+  `Infinity` allowed.
 - gRPC (`--port`): `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`,
   `tensorflow.serving.ModelService/GetModelStatus`, with the protos of `tensorflow-serving-api`.
 - Versions: the `--num_versions` highest integer directories under the base path are loaded (other
@@ -36,7 +37,8 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   REST connections are bounded (`--rest_connection_limit`; idle and slow clients are closed to make
   room and after `--rest_idle_timeout` / `--rest_request_timeout`), gRPC calls by
   `--grpc_max_concurrent_rpcs`, REST bodies and gRPC messages handled at once by
-  `--max_inflight_body_bytes` (then 503 / UNAVAILABLE). A non-loopback `--host` logs that there is no TLS or authentication.
+  `--max_inflight_body_bytes` (then 503 / UNAVAILABLE). A non-loopback `--host` logs that there is
+  no TLS or authentication.
 
 Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
 switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the

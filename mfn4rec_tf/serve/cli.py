@@ -84,7 +84,8 @@ def build_parser():
     parser.add_argument("--grpc_max_threads", type=_positive_int, default=16,
                         help="gRPC worker threads (default: %(default)s)")
     parser.add_argument("--grpc_max_concurrent_rpcs", type=_positive_int, default=64,
-                        help="gRPC calls at once, running or queued; more get RESOURCE_EXHAUSTED (default: %(default)s)")
+                        help="gRPC calls at once, running or queued; more get RESOURCE_EXHAUSTED "
+                             "(default: %(default)s)")
     limits = parser.add_argument_group(
         "per-request limits", "a request over one is refused before it is read into tensors: REST 413, "
         "gRPC RESOURCE_EXHAUSTED, with a message naming the flag")

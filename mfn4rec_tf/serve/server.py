@@ -129,9 +129,10 @@ class ModelServer:
         prediction = PredictionService(self.manager, self.limits, self.inflight, self.busy_wait_seconds)
         # Predict takes the serialized request, parsed once it fits in the in-flight budget; this handler
         # comes first, so the generated one below serves the service's other methods
-        self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-            "Predict": grpc.unary_unary_rpc_method_handler(
-                prediction.predict_serialized, response_serializer=predict_pb2.PredictResponse.SerializeToString)}),))
+        predict = grpc.unary_unary_rpc_method_handler(
+            prediction.predict_serialized, response_serializer=predict_pb2.PredictResponse.SerializeToString)
+        handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": predict})
+        self._grpc.add_generic_rpc_handlers((handler,))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
         grpc_address = f"[{address}]:{self.grpc_port}" if ":" in address else f"{address}:{self.grpc_port}"
@@ -142,9 +143,10 @@ class ModelServer:
         if not self.grpc_port:
             raise OSError(f"cannot bind the gRPC port {grpc_address}")
         try:
-            self._rest = _RestServer(RestApi(self.manager, self.max_body_bytes, self.limits,
-                                             busy_wait_seconds=self.busy_wait_seconds, inflight=self.inflight), address, self.rest_port,
-                                     self.rest_threads, self.max_body_bytes, **self.rest_options)
+            api = RestApi(self.manager, self.max_body_bytes, self.limits, busy_wait_seconds=self.busy_wait_seconds,
+                          inflight=self.inflight)
+            self._rest = _RestServer(api, address, self.rest_port, self.rest_threads, self.max_body_bytes,
+                                     **self.rest_options)
         except OSError as error:
             self._grpc.stop(None)
             raise OSError(f"cannot bind the REST port {address}:{self.rest_port}: {error}") from None
