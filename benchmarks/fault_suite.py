@@ -52,6 +52,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this tree's mfn4rec_tf, the one the subprocesses run (see Suite.env)
 NAME = "demo"
 K = 5
 TINY_FIT = ["--patience", "1", "--quiet", "--protocol", "leave-one-out", "--max-length", "6",
