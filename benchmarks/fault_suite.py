@@ -230,7 +230,7 @@ class Suite:
             "signature_name": "recommend", "inputs": {"history": rows, "k": K, "exclude_seen": False}})
         second = status_k in (400, 413) and "max_rows_times_k" in text_k
         return ((f"rows {MAX_ROWS + 1}: {status} {text[:90]!r}; rows x k {len(rows) * K}: {status_k} "
-                f"{text_k[:90]!r}"), first and second)
+                 f"{text_k[:90]!r}"), first and second)
 
     def fault_3_connections(self, limit):
         sockets = []
@@ -291,7 +291,7 @@ class Suite:
         warned = any("ignored" in line and BIG_VERSION in line for line in self.server_log)
         passed = ok and set(versions) == {1} and status == 404 and warned
         return ((f"versions {sorted(versions)}; predict ok={ok}; GET its /versions/: {status}; warning logged="
-                f"{warned}"), passed)
+                 f"{warned}"), passed)
 
     def fault_6_hostile_input(self):
         from tensorflow.core.framework import tensor_pb2
@@ -331,7 +331,7 @@ class Suite:
         passed = (state is not None and state[0] == "END" and bool(state[1]) and versions.get(1, ("",))[0] ==
                   "AVAILABLE" and ok and served == "version 1")
         return ((f"version 2: {state and state[0]} ({(state[1] if state else '')[:70]!r}); v1 "
-                f"{versions.get(1, ('?',))[0]}, predict served by {served}"), passed)
+                 f"{versions.get(1, ('?',))[0]}, predict served by {served}"), passed)
 
     def fault_9_reload_under_load(self, template, base, threads):
         counts = {"ok": 0, "failed": 0}
@@ -369,7 +369,7 @@ class Suite:
         passed = (counts["failed"] == 0 and counts["ok"] > 0 and state is not None and state[0] == "AVAILABLE"
                   and served == "version 4")
         return ((f"{threads} clients: {counts['ok']} ok, {counts['failed']} failed {failures}; version 4 "
-                f"{state and state[0]}, version 3 {old and old[0]}; now served by {served}"), passed)
+                 f"{state and state[0]}, version 3 {old and old[0]}; now served by {served}"), passed)
 
     def history_tensor(self):
         import tensorflow as tf
@@ -399,7 +399,8 @@ class Suite:
         state = json.loads((run / "state.json").read_text())
         finished = (run / "metrics.json").is_file()
         return ((f"killed after epoch {killed_at} (exit {code}); --resume exit {resumed}, metrics.json={finished}, "
-                f"epochs {state.get('epoch')}"), code == -signal.SIGKILL and resumed == 0 and finished)
+                 f"phase {state.get('phase')}"), code == -signal.SIGKILL and resumed == 0 and finished
+                and state.get("phase") == "done")
 
     def fault_7_kill_export(self, run, template):
         base = self.out / "export-killed"
