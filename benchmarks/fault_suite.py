@@ -89,7 +89,7 @@ class Suite:
         """Runs one check; an exception in it is a failing row (with the exception as the observation)."""
         try:
             observed, passed = function()
-        except Exception as error:  # noqa: BLE001 - any surprise is this row's failure
+        except Exception as error:  # any surprise is this row's failure
             observed, passed = f"{type(error).__name__}: {error}"[:300], False
         self.row(name, expected, observed, passed)
 
@@ -111,7 +111,7 @@ class Suite:
     def fit(self, data, run, epochs, log, background=False):
         args = ["-m", "mfn4rec_tf.fit", "--data", str(data), "--out", str(run), "--epochs", str(epochs), *TINY_FIT]
         if background:
-            handle = open(self.out / log, "w")  # noqa: SIM115 - closed by the caller's wait
+            handle = open(self.out / log, "w")  # closed by the caller's wait
             return subprocess.Popen([sys.executable, *args], cwd=self.out, env=self.env, stdout=handle,
                                     stderr=subprocess.STDOUT)
         return self.run_cli(args, 600, log)
@@ -345,7 +345,7 @@ class Suite:
                     return
                 try:
                     ok, status = self.predict_ok()
-                except Exception as error:  # noqa: BLE001 - a failed request, whatever it is
+                except Exception as error:  # a failed request, whatever it is
                     ok, status = False, f"{type(error).__name__}: {error}"
                 with lock:
                     counts["ok" if ok else "failed"] += 1
