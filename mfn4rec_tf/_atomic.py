@@ -3,6 +3,7 @@ run killed at any moment) sees the old file or the new one, never half of one.""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -11,15 +12,24 @@ import shutil
 from pathlib import Path
 
 
-def write_text(path, text: str) -> Path:
-    """Writes `text` to `path` atomically (temp file beside it, then `os.replace`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def _replacing(path: Path, suffix: str = ".tmp"):
+    """Yields a temporary path beside `path`; when the block ends without an error, it replaces
+    `path` (`os.replace`: atomic); the temporary file never outlives the block."""
+    tmp = path.with_name(f".{path.stem if suffix.endswith(path.suffix) and path.suffix else path.name}"
+                         f".{os.getpid()}{suffix}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> Path:
+    """Writes `text` to `path` atomically (temp file beside it, then `os.replace`)."""
+    path = Path(path)
+    with _replacing(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -38,12 +48,8 @@ def write_csv(path, rows) -> Path:
 def copy_file(source, path) -> Path:
     """Copies `source` to `path` atomically (a copy beside `path`, then `os.replace`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with _replacing(path) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -51,10 +57,6 @@ def save_model(model, path) -> Path:
     """`model.save(path)` (a `.keras` file) atomically; creates the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")  # Keras wants the .keras suffix
-    try:
+    with _replacing(path, ".tmp.keras") as tmp:  # Keras wants the .keras suffix
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
