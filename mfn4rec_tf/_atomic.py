@@ -14,10 +14,9 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def _replacing(path: Path, suffix: str = ".tmp"):
-    """Yields a temporary path beside `path`; when the block ends without an error, it replaces
-    `path` (`os.replace`: atomic); the temporary file never outlives the block."""
-    tmp = path.with_name(f".{path.stem if suffix.endswith(path.suffix) and path.suffix else path.name}"
-                         f".{os.getpid()}{suffix}")
+    """Yields a temporary path beside `path` (`.<name>.<pid><suffix>`); when the block ends without an
+    error, it replaces `path` (`os.replace`: atomic); the temporary file never outlives the block."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -307,15 +307,17 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
         except TypeError:  # a generator: length unknown
             steps = None
     bar = keras.utils.Progbar(steps, unit_name="batch") if progress and steps else None
-    chunked = _chunked_scoring(model) if memory_mb is not None else None
+    layer = _item_logits(model) if memory_mb is not None else None
+    encoder = None  # the user-representation model, built the first time a batch needs chunks
     for step, (inputs, targets) in enumerate(ranking_batches):
         exclude = inputs["item_ids"] if exclude_history else None
-        if chunked is not None:
-            encoder, layer = chunked
+        if layer is not None:
             batch, width = len(inputs["item_ids"]), layer.vocabulary_size
             # scores, their copy beside the running top-k, and the top-k's own buffers: ~3 blocks
             chunk = int(memory_mb * 2**20 // (3 * 4 * max(batch, 1)))
             if chunk < width:
+                if encoder is None:
+                    encoder = keras.Model(model.input, model.get_layer("last_valid_step").output)
                 metrics.update_chunked(encoder.predict_on_batch(inputs), layer.kernel, layer.bias, targets, exclude,
                                        chunk_items=max(chunk, metrics.max_k))
                 if bar is not None:
@@ -330,19 +332,17 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
     return metrics.result()
 
 
-def _chunked_scoring(model):
-    """`(user-representation model, ItemLogits layer)` of a "last"-mode model of the package, or None
-    when it scores items otherwise (VBPR's visual scores, pop's counts)."""
+def _item_logits(model):
+    """The `ItemLogits` layer of a "last"-mode model of the package, or None when it scores items
+    otherwise (VBPR's visual scores, pop's counts) or is not such a model."""
     from mfn4rec_tf.layers import ItemLogits
 
     try:
         layer = model.get_layer("item_logits")
-        user = model.get_layer("last_valid_step").output
+        model.get_layer("last_valid_step")
     except (ValueError, AttributeError):
         return None
-    if type(layer) is not ItemLogits:
-        return None
-    return keras.Model(model.input, user), layer
+    return layer if type(layer) is ItemLogits else None
 
 
 def format_table(metrics, ks=KS):

@@ -76,7 +76,7 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
     `item_features` is not read: MFN4Rec scores items by their ID vectors (Eq. 11).
     """
     check_output_mode(output_mode)
-    if registry.get(config.variant).builder != f"{__name__}:build_mfn4rec":
+    if registry.get(config.variant).family != "mfn4rec":
         raise ValueError(f"build_mfn4rec builds the MFN4Rec variants {registry.names('mfn4rec')}. "
                          f"Received: variant={config.variant!r}")
     inputs = model_inputs(config)

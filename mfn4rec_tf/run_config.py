@@ -32,12 +32,6 @@ SAMPLERS = ("uniform", "popularity", "in-batch")
 """`train.sampler`: how the sampled loss draws its negatives (`mfn4rec_tf.sampled`)."""
 
 
-def __getattr__(name):
-    if name == "MODELS":  # every registered model, at the time of asking
-        return registry.names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class DataSection:
     """Which data and how it is split.
