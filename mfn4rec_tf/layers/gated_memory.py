@@ -137,16 +137,23 @@ def _linear_scan(a, b):
 def _doubling_scan(values, combine, fill, pairs=False):
     """Hillis-Steele inclusive scan along axis 1 with a dynamic length: at distance d = 1, 2, 4, ...
     every position t >= d combines with position t - d; positions t < d combine with `fill`
-    (the identity)."""
+    (the identity).
+
+    The shift is a gather of positions `max(t - d, 0)` followed by a select, so every tensor in the
+    loop keeps the input's shape (static when the caller's is): XLA compiles it (`export --xla`).
+    """
     values = tuple(values) if pairs else (values,)
     steps = tf.shape(values[0])[1]
+    positions = tf.range(steps)
 
     def shifted(x, distance, identity):
-        pad = tf.fill(tf.concat([tf.shape(x)[:1], [distance], tf.shape(x)[2:]], 0), tf.cast(identity, x.dtype))
-        return tf.concat([pad, x[:, : steps - distance]], axis=1)
+        source = positions - distance  # (T,)
+        moved = tf.gather(x, tf.maximum(source, 0), axis=1)
+        inside = tf.reshape(source >= 0, [1, -1] + [1] * (len(x.shape) - 2))
+        return tf.where(inside, moved, tf.cast(identity, x.dtype))
 
     def body(distance, *current):
-        earlier = tuple(shifted(x, tf.minimum(distance, steps), f) for x, f in zip(current, fill))
+        earlier = tuple(shifted(x, distance, f) for x, f in zip(current, fill))
         if pairs:
             combined = combine(earlier, current)
         else:
@@ -156,6 +163,5 @@ def _doubling_scan(values, combine, fill, pairs=False):
     def keep_going(distance, *current):
         return distance < steps
 
-    result = tf.while_loop(keep_going, body, (tf.constant(1), *values),
-                           shape_invariants=(tf.TensorShape([]), *[x.shape for x in values]))
+    result = tf.while_loop(keep_going, body, (tf.constant(1), *values))
     return result[1:]
