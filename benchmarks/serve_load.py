@@ -1,7 +1,7 @@
 """Load test of the model server: latency percentiles and throughput under concurrent clients.
 
     python benchmarks/serve_load.py --model_base_path saved_models/NAME [--grpc] [--data DIR]
-        [--clients 1,8] [--batch-sizes 1,32] [--requests 300] [--length 20]
+        [--clients 1,8] [--batch-sizes 1,32] [--requests 300] [--length 20] [--server-flag=--enable_batching]
     python benchmarks/serve_load.py --rest localhost:8501 [--grpc --grpc-target localhost:8500]
         --model_name NAME [--model_base_path saved_models/NAME]
 
@@ -52,11 +52,11 @@ def _host_port(text, default_host="127.0.0.1"):
     return host or default_host, int(port)
 
 
-def start_server(base, name):
-    """`python -m mfn4rec_tf.serve` on free ports; returns (process, REST port, gRPC port)."""
+def start_server(base, name, flags=()):
+    """`python -m mfn4rec_tf.serve` on free ports (plus `flags`); returns (process, REST port, gRPC port)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mfn4rec_tf.serve", "--model_base_path", str(base), "--model_name", name,
-         "--rest_api_port", "0", "--port", "0", "--file_system_poll_wait_seconds", "0"],
+         "--rest_api_port", "0", "--port", "0", "--file_system_poll_wait_seconds", "0", *flags],
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
     log = []
     for line in process.stderr:
@@ -244,6 +244,8 @@ def main(argv=None):
     parser.add_argument("--input", type=_fixed, action="append", default=[], metavar="NAME=JSON",
                         help="a fixed value for an input (repeatable)")
     parser.add_argument("--in-process-repeats", type=int, default=100)
+    parser.add_argument("--server-flag", action="append", default=[], metavar="FLAG",
+                        help="a flag for the server started here, e.g. --server-flag=--enable_batching (repeatable)")
     args = parser.parse_args(argv)
     if args.rest is None and args.model_base_path is None:
         parser.error("give --model_base_path (to start a server) or --rest HOST:PORT")
@@ -256,7 +258,7 @@ def main(argv=None):
 
     process = None
     if args.rest is None:
-        process, rest_port, grpc_port = start_server(base, name)
+        process, rest_port, grpc_port = start_server(base, name, args.server_flag)
         rest_host, grpc_target = "127.0.0.1", f"127.0.0.1:{grpc_port}"
     else:
         rest_host, rest_port = _host_port(args.rest)
@@ -268,7 +270,8 @@ def main(argv=None):
         print(f"model {name} version {version}, signature {args.signature}, inputs "
               + ", ".join(f"{key} {dtype} {shape}" for key, (dtype, shape) in specs.items())
               + f"; {args.requests} requests per run; {platform.machine()}, {os.cpu_count()} cores (shared by "
-              "clients and server)" + ("" if pool else "; made-up item ids"))
+              "clients and server)" + ("" if pool else "; made-up item ids")
+              + (f"; server flags: {' '.join(args.server_flag)}" if args.server_flag and not args.rest else ""))
         rows = []
         protocols = ["rest"] + (["grpc"] if args.grpc else [])
         for batch in args.batch_sizes:

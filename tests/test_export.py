@@ -205,6 +205,7 @@ def test_layout_metadata_and_cli_summary(exported, run, reference):
     assert metadata["variant"] == "mfn4rec" and metadata["run_dir"] == str(run.resolve())
     assert (metadata["num_items"], metadata["k"], metadata["max_length"]) == (reference.num_items, K, MAX_LENGTH)
     assert metadata["exclude_seen"] is False  # the run's train.exclude_history
+    assert metadata["xla"] is False
     assert [m["name"] for m in metadata["modalities"]] == ["image", "text"]
     assert [m["presence"] for m in metadata["modalities"]] == [True, False]
     assert metadata["metrics"] == json.loads((run / "metrics.json").read_text())
@@ -438,3 +439,50 @@ def test_api_checks_arguments(run, tmp_path):
     with pytest.raises(export.ExportError, match="is not a directory"):
         export.export_run(run, "m", base=tmp_path / "file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_length_buckets():
+    assert export.length_buckets(100) == [8, 16, 32, 64, 100]
+    assert export.length_buckets(64) == [8, 16, 32, 64]
+    assert export.length_buckets(9) == [8, 9]
+    assert export.length_buckets(6) == [6]
+
+
+def _warmup_histories(version_dir):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = tf.data.TFRecordDataset(str(version_dir / export.WARMUP))
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in records]
+    assert {r.model_spec.signature_name for r in requests} == {"serving_default"}
+    return [tf.make_ndarray(r.inputs["history"]) for r in requests]
+
+
+def test_the_plain_export_has_one_warm_up_request(exported):
+    (history,) = _warmup_histories(exported[0])
+    assert history.shape == (1, 8) and (history != b"").all()
+
+
+@pytest.mark.slow
+def test_xla_export_answers_as_the_plain_one(run, served, histories, tmp_path):
+    """XLA on bucketed shapes: the same items and scores as the plain export, for batch sizes that
+    are and are not powers of two and lengths below, at and above `max_length`."""
+    path = export.export_run(run, "fast", base=tmp_path, k=K, xla=True)
+    metadata = json.loads((path / export.METADATA).read_text())
+    assert metadata["xla"] is True
+    assert [h.shape for h in _warmup_histories(path)] == [(b, MAX_LENGTH) for b in export.WARMUP_BATCH_SIZES]
+    fast = tf.saved_model.load(str(path))
+    rows, unknown = histories
+    for batch in (rows, rows[:1], rows[:3], rows[1:2]):
+        history = tf.constant(batch)
+        want = served.signatures["serving_default"](history=history)
+        got = fast.signatures["serving_default"](history=history)
+        np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
+        np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(got["unknown_ids"].numpy(), want["unknown_ids"].numpy())
+        want = served.signatures["recommend"](history=history, k=tf.constant(3), exclude_seen=tf.constant(True))
+        got = fast.signatures["recommend"](history=history, k=tf.constant(3), exclude_seen=tf.constant(True))
+        np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
+        want = served.signatures["user_representation"](history=history)["user_representation"].numpy()
+        got = fast.signatures["user_representation"](history=history)["user_representation"].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert got.shape == (len(batch), want.shape[1])

@@ -136,7 +136,7 @@ def _version(base, number, template):
 
 def _start(base, name, **kwargs):
     options = dict(rest_port=0, grpc_port=0, poll_wait_seconds=0)
-    manager_options = {key: kwargs.pop(key) for key in ("num_versions", "labels") if key in kwargs}
+    manager_options = {key: kwargs.pop(key) for key in ("num_versions", "labels", "batching") if key in kwargs}
     options.update(kwargs)
     return serve.ModelServer(serve.ModelManager(name, base, **manager_options), **options).start()
 
@@ -149,6 +149,19 @@ def rec(templates, tmp_path_factory):
     _version(base, 1, templates["rec0"])
     _version(base, 2, templates["rec1"])
     server = _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2}, max_body_bytes=64 * 1024)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def rec_batched(templates, tmp_path_factory):
+    """`rec` with --enable_batching --max_batch_size 8 --pad_variable_length_inputs."""
+    base = tmp_path_factory.mktemp("rec_batched_base") / "rec"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    _version(base, 2, templates["rec1"])
+    server = _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2},
+                    batching=serve.batching.BatchingOptions(8, pad_variable_length_inputs=True))
     yield server
     server.stop()
 
@@ -191,11 +204,12 @@ def expected(reference, template, signature="serving_default", **inputs):
             else value.numpy().tolist() for key, value in outputs.items()}
 
 
-def assert_rec_answer(got, want):
-    """Same item ids and counts, and scores that are the same float32 numbers."""
+def assert_rec_answer(got, want, rtol=0.0):
+    """Same item ids and counts, and scores that are the same float32 numbers (or within `rtol`:
+    a row computed in a merged batch may differ in the last bit)."""
     assert got["item_ids"] == want["item_ids"]
     assert got["unknown_ids"] == want["unknown_ids"]
-    np.testing.assert_array_equal(np.float32(got["scores"]), np.float32(want["scores"]))
+    np.testing.assert_allclose(np.float32(got["scores"]), np.float32(want["scores"]), rtol=rtol, atol=0)
 
 
 def rows_to_columns(predictions):
@@ -410,11 +424,13 @@ def test_over_size_body_is_413_and_grpc_resource_exhausted(rec):
 # Concurrency
 
 
-def test_sixteen_concurrent_clients_all_get_their_own_correct_answer(rec, reference):
+@pytest.mark.parametrize("server_name", ["rec", "rec_batched"])
+def test_sixteen_concurrent_clients_all_get_their_own_correct_answer(request, server_name, reference):
+    rec = request.getfixturevalue(server_name)
     rng = np.random.default_rng(0)
     jobs = []
     for _ in range(16 * 6):
-        history = rng.choice(VOCAB + ["nope"], size=(int(rng.integers(1, 4)), 4)).tolist()
+        history = rng.choice(VOCAB + ["nope"], size=(int(rng.integers(1, 4)), int(rng.integers(1, 5)))).tolist()
         version = int(rng.integers(1, 3))
         jobs.append((history, version, bool(rng.integers(2))))
     answers, errors = [None] * len(jobs), []
@@ -436,7 +452,8 @@ def test_sixteen_concurrent_clients_all_get_their_own_correct_answer(rec, refere
         thread.join()
     assert not errors
     for (history, version, _), answer in zip(jobs, answers):
-        assert_rec_answer(answer, expected(reference, f"rec{version - 1}", history=history))
+        assert_rec_answer(answer, expected(reference, f"rec{version - 1}", history=history),
+                          rtol=1e-6 if server_name == "rec_batched" else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1222,3 +1239,171 @@ def test_grpc_messages_share_the_inflight_budget_and_a_broken_message_is_invalid
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "PredictRequest" in details, details
     finally:
         server.stop()
+
+
+def _warmup_file(version_dir, records):
+    """Writes TF Serving's warm-up file into `version_dir` from (kind, signature, history) tuples."""
+    from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
+
+    path = version_dir / serve.versions.WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for kind, signature, history in records:
+            if kind == "predict":
+                request = predict_pb2.PredictRequest()
+                request.model_spec.signature_name = signature
+                request.inputs["history"].CopyFrom(tf.make_tensor_proto(history, tf.string))
+                entry = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(entry.SerializeToString())
+            elif kind == "classify":
+                entry = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+                    request=classification_pb2.ClassificationRequest()))
+                writer.write(entry.SerializeToString())
+            else:
+                writer.write(b"\x08\xff\xff not a PredictionLog")
+    return path
+
+
+def test_warm_up_replays_predict_records_and_skips_other_kinds(templates, tmp_path, caplog, monkeypatch):
+    base = tmp_path / "warm"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    _warmup_file(base / "1", [("predict", "", [["B0001", "B0002"]]), ("predict", "user_representation", [["B0003"]]),
+                              ("classify", "", None)])
+    calls = []
+    original = serve.versions.Signature.run
+    monkeypatch.setattr(serve.versions.Signature, "run",
+                        lambda self, arrays, limits=None: calls.append(self.name) or original(self, arrays, limits))
+    with caplog.at_level(logging.INFO):
+        loaded = serve.versions.load_version(base / "1", 1)
+    assert loaded.version == 1
+    assert calls == ["serving_default", "user_representation"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Skipped 1 warm-up record(s)" in m for m in messages)
+
+
+@pytest.mark.parametrize("records, message", [
+    ([("predict", "", [["B0001"]]), ("predict", "recommend", [["B0001"]])], "recommend"),
+    ([("predict", "no_such_signature", [["B0001"]])], "asks for signature 'no_such_signature'"),
+    ([("garbage", "", None)], "is not a PredictionLog"),
+])
+def test_a_failing_warm_up_fails_the_load_and_the_old_version_keeps_serving(templates, tmp_path, records, message):
+    base = tmp_path / "warm"
+    base.mkdir()
+    _version(base, 1, templates["rec0"])
+    manager = serve.ModelManager("warm", base)
+    manager.poll()
+    _version(base, 2, templates["rec1"])
+    _warmup_file(base / "2", records)  # the first record of the first case is fine, its second lacks k
+    manager.poll()
+    states = {v.version: (v.state, v.status.error_message) for v in manager.status("warm").model_version_status}
+    assert states[2][0] == get_model_status_pb2.ModelVersionStatus.END and message in states[2][1]
+    assert manager.servable("warm").version == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batching
+
+
+class _SlowSignature:
+    """A stand-in for `Signature`: `call` doubles `x` row-wise and returns `k` per row; the first
+    call blocks until `gate` is set, so later requests queue behind it deterministically."""
+
+    name = "slow"
+    inputs = {"x": serve.TensorSpec(tf.int64, (None, None)), "k": serve.TensorSpec(tf.int32, ())}
+
+    def __init__(self, fail_on=None, row_wise=True):
+        self.gate = threading.Event()
+        self.calls = []
+        self.fail_on, self.row_wise = fail_on, row_wise
+
+    def call(self, arrays):
+        self.calls.append(arrays["x"].shape)
+        if len(self.calls) == 1:
+            assert self.gate.wait(10)
+        x = arrays["x"]
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise serve.ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{self.fail_on} in x")
+        if not self.row_wise:
+            return {"total": np.float32(x.sum())}
+        return {"y": x * 2, "k": np.full(len(x), arrays["k"])}
+
+
+def _batched_calls(signature, requests, options):
+    """Runs the first request (which blocks in its call), queues the others behind it, then opens
+    the gate; returns each request's result or error."""
+    batcher = serve.Batcher(options)
+    results = [None] * len(requests)
+
+    def worker(index):
+        try:
+            results[index] = batcher.run(signature, requests[index])
+        except serve.ServingError as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=worker, args=(0,))]
+    threads[0].start()
+    _wait_for(lambda: len(signature.calls) == 1, "the first call")
+    for index in range(1, len(requests)):
+        threads.append(threading.Thread(target=worker, args=(index,)))
+        threads[-1].start()
+    # each other request is queued behind the blocked call, or (another merge key) has run already
+    _wait_for(lambda: sum(len(q) for q in batcher._queues.values()) + sum(r is not None for r in results[1:])
+              == len(requests) - 1, "the queue")
+    signature.gate.set()
+    for thread in threads:
+        thread.join(10)
+    return batcher, results
+
+
+def _x(rows, width, start):
+    return np.arange(start, start + rows * width, dtype=np.int64).reshape(rows, width)
+
+
+def test_batcher_merges_requests_that_queue_behind_a_running_call():
+    requests = [{"x": _x(1, 3, 0), "k": np.int32(5)}, {"x": _x(2, 3, 10), "k": np.int32(5)},
+                {"x": _x(1, 3, 20), "k": np.int32(5)}, {"x": _x(3, 3, 30), "k": np.int32(5)}]
+    signature = _SlowSignature()
+    batcher, results = _batched_calls(signature, requests, serve.BatchingOptions(max_batch_size=5))
+    assert signature.calls == [(1, 3), (3, 3), (3, 3)]  # alone; then 2 + 1 rows; 3 more would pass 5
+    assert batcher.merged == 2
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+        np.testing.assert_array_equal(result["k"], [5] * len(request["x"]))
+
+
+def test_batcher_keeps_apart_other_scalars_and_widths_unless_padding_is_on():
+    requests = [{"x": _x(1, 3, 0), "k": np.int32(1)}, {"x": _x(1, 3, 10), "k": np.int32(1)},
+                {"x": _x(1, 3, 20), "k": np.int32(2)}, {"x": _x(1, 2, 30), "k": np.int32(1)}]
+    signature = _SlowSignature()
+    _, results = _batched_calls(signature, requests, serve.BatchingOptions())
+    assert sorted(signature.calls[1:]) == [(1, 2), (1, 3), (1, 3)]  # nothing merged
+    signature = _SlowSignature()
+    _, padded = _batched_calls(signature, requests, serve.BatchingOptions(pad_variable_length_inputs=True))
+    assert sorted(signature.calls[1:]) == [(1, 3), (2, 3)]  # k=1 rows merged, the 2-wide one padded with 0
+    for request, got, want in zip(requests, padded, results):
+        np.testing.assert_array_equal(got["y"][:, :request["x"].shape[1]], want["y"])
+    assert (padded[3]["y"][:, 2] == 0).all()
+
+
+def test_batcher_a_failing_request_fails_alone_and_non_row_outputs_run_alone():
+    requests = [{"x": _x(1, 2, 0), "k": np.int32(1)}, {"x": _x(1, 2, 10), "k": np.int32(1)},
+                {"x": _x(1, 2, 20), "k": np.int32(1)}]
+    signature = _SlowSignature(fail_on=21)
+    _, results = _batched_calls(signature, requests, serve.BatchingOptions())
+    assert isinstance(results[2], serve.ServingError) and "21 in x" in str(results[2])
+    np.testing.assert_array_equal(results[1]["y"], requests[1]["x"] * 2)
+    assert signature.calls[1:] == [(2, 2), (1, 2), (1, 2)]  # the merged call failed: each again alone
+    signature = _SlowSignature(row_wise=False)
+    _, results = _batched_calls(signature, requests, serve.BatchingOptions())
+    assert [float(r["total"]) for r in results] == [1.0, 21.0, 41.0]
+
+
+def test_batcher_strings_are_padded_with_empty_strings():
+    merged = serve.Batcher._merge([{"h": np.array([[b"a"]], object)}, {"h": np.array([[b"b", b"c"]], object)}])
+    assert merged["h"].tolist() == [[b"a", b""], [b"b", b"c"]]
+
+
+def test_batching_options_are_checked():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        serve.BatchingOptions(max_batch_size=0)

@@ -7,6 +7,7 @@
         [--rest_connection_limit 200] [--rest_idle_timeout 30] [--rest_request_timeout 60]
         [--rest_cleanup_interval 1] [--rest_backlog 1024] [--grpc_max_concurrent_rpcs 64]
         [--max_inflight_body_bytes 2*max_body_bytes]
+        [--enable_batching [--max_batch_size 64] [--pad_variable_length_inputs]]
 
 The official model server (the `tensorflow/serving` image) serves the same directory; this one is
 for machines without it. It is generic, as TF Serving is: it serves every signature of any
@@ -39,6 +40,10 @@ nothing of this package's model code (nor tensorflow-text) is imported.
   `--grpc_max_concurrent_rpcs`, REST bodies and gRPC messages handled at once by
   `--max_inflight_body_bytes` (then 503 / UNAVAILABLE). A non-loopback `--host` logs that there is
   no TLS or authentication.
+- Warm-up: a version's `assets.extra/tf_serving_warmup_requests` (TF Serving's format; the
+  exporter writes one) is replayed before the version serves.
+- Batching (`--enable_batching`): concurrent requests to one signature share one model call; a
+  request that finds the signature idle runs at once (no batch timeout), see `batching`.
 
 Port 0 picks a free port (the startup log line names it; in TF Serving, `--rest_api_port 0`
 switches REST off). SIGTERM or SIGINT stops both servers (requests under way are finished) and the
@@ -47,8 +52,9 @@ command exits with status 0.
 Modules (each imports only the ones above it):
 
 - `_common`: the logger, the constants and `ServingError` (a gRPC code, a message, an HTTP status)
+- `batching`: `Batcher` and `BatchingOptions`, merging concurrent calls of one signature
 - `versions`: `ModelManager` (the versions of one model, polling and hot reload) and loading a
-  SavedModel version (`load_version`, `ServableVersion`, `Signature`, `TensorSpec`)
+  SavedModel version (`load_version`, `ServableVersion`, `Signature`, `TensorSpec`) and its warm-up
 - `codec`: JSON <-> tensors, TF Serving's row (`instances`) and columnar (`inputs`) formats, the
   REST rendering of the status and metadata protos
 - `rest`: the REST API (`RestApi`, a WSGI app) and the waitress server that runs it
@@ -70,6 +76,7 @@ from mfn4rec_tf.serve._common import (
     Limits,
     ServingError,
 )
+from mfn4rec_tf.serve.batching import Batcher, BatchingOptions
 from mfn4rec_tf.serve.cli import build_parser, main
 from mfn4rec_tf.serve.codec import (
     array_to_json,
@@ -97,6 +104,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_SIGNATURE",
     "LOG",
+    "Batcher",
+    "BatchingOptions",
     "SERVE_TAG",
     "SIGNATURE_DEF_FIELD",
     "Limits",

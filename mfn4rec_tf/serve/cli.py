@@ -23,6 +23,7 @@ from mfn4rec_tf.serve._common import (
     LOG,
     _version_number,
 )
+from mfn4rec_tf.serve.batching import DEFAULT_MAX_BATCH_SIZE, BatchingOptions
 from mfn4rec_tf.serve.server import ModelServer
 from mfn4rec_tf.serve.versions import ModelManager
 
@@ -111,6 +112,15 @@ def build_parser():
                       help="seconds between checks of the two timeouts (default: %(default)s)")
     rest.add_argument("--rest_backlog", type=_positive_int, default=1024,
                       help="listen backlog: connections the kernel queues (default: %(default)s)")
+    batching = parser.add_argument_group(
+        "batching", "concurrent requests to one signature run as one model call: a request that finds the "
+        "signature idle runs at once; those arriving meanwhile share the next call (no batch timeout)")
+    batching.add_argument("--enable_batching", action="store_true", help="merge concurrent requests (default: off)")
+    batching.add_argument("--max_batch_size", type=_positive_int, default=DEFAULT_MAX_BATCH_SIZE,
+                          help="most rows in one merged call (default: %(default)s)")
+    batching.add_argument("--pad_variable_length_inputs", action="store_true",
+                          help="merge requests whose inputs differ in later dimensions, padding strings with \"\" "
+                               "and numbers with 0 (right for this package's exports; default: off)")
     return parser
 
 
@@ -136,7 +146,9 @@ def main(argv=None) -> int:
         stop.set()
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-    server = ModelServer(ModelManager(name, base, args.num_versions, labels), host=args.host,
+    batching = (BatchingOptions(args.max_batch_size, args.pad_variable_length_inputs) if args.enable_batching
+                else None)
+    server = ModelServer(ModelManager(name, base, args.num_versions, labels, batching=batching), host=args.host,
                          rest_port=args.rest_api_port, grpc_port=args.port,
                          poll_wait_seconds=args.file_system_poll_wait_seconds, max_body_bytes=args.max_body_bytes,
                          rest_threads=args.rest_api_num_threads, grpc_threads=args.grpc_max_threads,

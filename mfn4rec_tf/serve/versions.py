@@ -5,10 +5,15 @@ names, such as an exporter's `.staging-*` directories, are ignored). Each `poll(
 version beside the served ones; it takes over only once it has loaded, and older ones are then
 unloaded. A version that fails to load is reported by `status()` (state END, with the error) and
 the versions already loaded keep serving; it is tried again when its directory changes.
+
+A version's `assets.extra/tf_serving_warmup_requests` (TensorFlow Serving's warm-up file, a
+TFRecord of `PredictionLog`s; `python -m mfn4rec_tf.export` writes one) is replayed before the
+version takes over, so its first real requests do not pay for tracing or XLA compilation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -20,7 +25,7 @@ import grpc
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
 
 from mfn4rec_tf.serve._common import (
     _GRPC_CODE,
@@ -35,6 +40,7 @@ from mfn4rec_tf.serve._common import (
     _too_large,
     _version_number,
 )
+from mfn4rec_tf.serve.batching import Batcher
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,14 @@ class Signature:
         function: the SavedModel's concrete function; it takes the inputs as keyword tensors and
             returns a dict of output tensors. Concrete functions are safe to call from several
             threads at once, so calls take no lock.
+        batcher: a `batching.Batcher` that merges concurrent calls, or None (each runs alone).
     """
 
     name: str
     inputs: dict
     outputs: dict
     function: object
+    batcher: object = None
 
     def check_names(self, names):
         """Raises INVALID_ARGUMENT unless `names` are exactly the signature's inputs."""
@@ -152,6 +160,12 @@ class Signature:
                 InvalidArgument, e.g. a top-k larger than the catalogue, is INVALID_ARGUMENT).
         """
         self.check_inputs(arrays, limits)
+        if self.batcher is not None:
+            return self.batcher.run(self, arrays)
+        return self.call(arrays)
+
+    def call(self, arrays):
+        """Calls the signature on checked NumPy inputs; returns output name -> NumPy array (see `run`)."""
         try:
             tensors = {name: tf.constant(array, dtype=self.inputs[name].dtype) for name, array in arrays.items()}
             result = self.function(**tensors)
@@ -178,6 +192,12 @@ class ServableVersion:
     signatures: dict
     signature_def_map: get_model_metadata_pb2.SignatureDefMap
     saved_model: object
+
+    def with_batching(self, options):
+        """This version with every signature merging concurrent calls (`batching.Batcher(options)`)."""
+        signatures = {name: dataclasses.replace(signature, batcher=Batcher(options))
+                      for name, signature in self.signatures.items()}
+        return dataclasses.replace(self, signatures=signatures)
 
     def signature(self, name):
         """The signature `name` ('' or None: `serving_default`); INVALID_ARGUMENT if there is none."""
@@ -212,7 +232,8 @@ def load_version(path, version):
     """Loads the SavedModel in `path` as `version`; returns a `ServableVersion`.
 
     The returned object is complete (every signature callable) or this raises: a caller that
-    swaps it in after the call never serves a half-loaded version.
+    swaps it in after the call never serves a half-loaded version. Its warm-up file is replayed
+    first (`warm_up`).
     """
     meta_graph = read_meta_graph(path)
     saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
@@ -229,7 +250,54 @@ def load_version(path, version):
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in meta_graph.signature_def.items():
         signature_def_map.signature_def[name].CopyFrom(signature_def)
+    started = time.perf_counter()
+    replayed = warm_up(path, signatures)
+    if replayed:
+        LOG.info("Warmed up version %s with %d request(s) in %.2f s", version, replayed, time.perf_counter() - started)
     return ServableVersion(int(version), Path(path), signatures, signature_def_map, saved_model)
+
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+"""TensorFlow Serving's limit on the records of a warm-up file, kept here."""
+
+
+def warm_up(path, signatures) -> int:
+    """Replays the warm-up file of the version in `path` (if any) through `signatures`; returns the
+    number of requests replayed.
+
+    `predict_log` records are run (their signature, else `serving_default`); other kinds
+    (classify, regress, ...) are skipped with a warning, as this server has no such APIs.
+
+    Raises:
+        ValueError: more than `MAX_WARMUP_RECORDS` records, or a record that is not a
+            `PredictionLog` or names a signature the version does not have.
+        ServingError: a request that fails (the version then fails to load, as in TF Serving).
+        tensorflow.errors.OpError: an unreadable TFRecord file.
+    """
+    file = Path(path) / WARMUP_FILE
+    if not file.is_file():
+        return 0
+    replayed = skipped = 0
+    for number, record in enumerate(tf.data.TFRecordDataset(str(file)), start=1):
+        if number > MAX_WARMUP_RECORDS:
+            raise ValueError(f"{file} holds more than {MAX_WARMUP_RECORDS} warm-up records")
+        try:
+            entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        except Exception as error:  # protobuf's DecodeError
+            raise ValueError(f"record {number} of {file} is not a PredictionLog: {error}") from None
+        if entry.WhichOneof("log_type") != "predict_log":
+            skipped += 1
+            continue
+        request = entry.predict_log.request
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        if name not in signatures:
+            raise ValueError(f"record {number} of {file} asks for signature {name!r}, which this version lacks")
+        signatures[name].run({key: tf.make_ndarray(proto) for key, proto in request.inputs.items()})
+        replayed += 1
+    if skipped:
+        LOG.warning("Skipped %d warm-up record(s) of %s that are not predict_log records", skipped, file)
+    return replayed
 
 
 _FINGERPRINT_MAX_ENTRIES = 10_000
@@ -287,10 +355,12 @@ class ModelManager:
         retry_seconds: (first, most) seconds before a failed version whose directory has not
             changed is tried again; the wait doubles after each failure up to `most`. A change in
             the directory (a file added, completed or written again) retries at the next poll.
+        batching: a `batching.BatchingOptions`: each loaded version merges concurrent calls of a
+            signature (`--enable_batching`); None (default): every call runs alone.
     """
 
     def __init__(self, name, base_path, num_versions=1, labels=None, loader=load_version,
-                 retry_seconds=(5.0, 300.0)):
+                 retry_seconds=(5.0, 300.0), batching=None):
         if num_versions < 1:
             raise ValueError(f"`num_versions` must be at least 1. Received: num_versions={num_versions!r}")
         self.name = name
@@ -298,6 +368,7 @@ class ModelManager:
         self.num_versions = num_versions
         self.labels = dict(labels or {})
         self._loader = loader
+        self.batching = batching
         self._servables = {}  # version -> ServableVersion; replaced, never changed in place
         self._states = {}  # version -> (state name, error code name, error message)
         self._failed = {}  # version -> (fingerprint of its directory at the failed load, next retry time, wait)
@@ -361,6 +432,8 @@ class ModelManager:
         start = time.perf_counter()
         try:
             servable = self._loader(path, version)
+            if self.batching is not None:
+                servable = servable.with_batching(self.batching)
         except Exception as error:
             first, most = self.retry_seconds
             previous = self._failed.get(version)
