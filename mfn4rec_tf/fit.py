@@ -72,6 +72,9 @@ def main(argv=None) -> int:
         result = run_training(config, out, resume=args.resume, progress=not args.quiet)
     except cli.USER_ERRORS as error:
         return cli.fail(error)
+    if result is None:  # a multi-worker run's worker other than the chief: the chief reports
+        print(f"Worker done in {time.perf_counter() - started:.0f}s; the chief wrote the run and its metrics.")
+        return 0
     data = config.data.path or f"embedded demo (seed {config.data.demo_seed})"
     print(f"\n{config.model.variant} on {data}, {config.data.protocol} protocol — test split (validation-selected):")
     print(format_table(result["test"]))
