@@ -15,21 +15,24 @@ code as for one machine. Every worker runs the same command with its own `TF_CON
   optimizer state and dropout-generator states; after each epoch the replica model is copied back
   into the twin.
 - Data. Each global batch (`train.batch_size` sequences) is the batch a single process would train
-  on at that epoch (`TrainingInput`: same seed, same order) and is cut into one contiguous slice per
+  on at that epoch (`TrainingInput`: same seed, same order) cut into one contiguous slice per
   replica, all padded to the batch's width; each worker gathers the features of its own slices only
-  (`TrainingInput.replica_batches` through `distribute_datasets_from_function`, no auto-sharding).
-  Every worker thus runs the same number of steps per epoch. A slice left empty (a last batch with
-  fewer sequences than replicas) gets one copy of the batch's first sequence with weight 0.
-- Loss. Each replica's loss is its share of the global batch's loss as Keras defines it for one
-  process (`sum_over_batch_size`: the weighted sum over the batch's positions divided by the
-  batch's rows x width), i.e. the weighted sum of its slice's per-position losses times that global
-  scale (the role `tf.nn.compute_average_loss` plays with a global batch size); a model's own added
-  losses (MV-RNN-3mDAE's reconstruction) are divided by the number of replicas. The optimizer
-  (Keras 3's, inside `strategy.run`) sums the replicas' gradients, so a step equals one process's
-  step on the whole batch up to the order of float sums.
-- Seeds. Data order comes from `train.seed` and the epoch as on one machine; the dropout generators
-  of worker `r` are offset by `r` (state `[seed + r * DROPOUT_SEED_STRIDE, counter]`), so workers
-  draw different masks, and the chief draws those a single process would.
+  (`TrainingInput.replica_batches` through `distribute_datasets_from_function`, no auto-sharding),
+  and every worker runs the same number of steps per epoch. A slice left empty (a last batch with
+  fewer sequences than replicas) gets a copy of the batch's first sequence that counts for nothing.
+- Loss. Keras `fit` on one process divides a batch's weighted loss sum by the batch's positions (its
+  unmasked ones when the logits carry a mask, as the sequence models' do). Here each replica divides
+  its slice's weighted sum by that count over the whole global batch (one scalar all-reduce per
+  step), which is what `tf.nn.compute_average_loss` does with a global batch size; a model's own
+  added losses (MV-RNN-3mDAE's reconstruction) are divided by the number of replicas. Keras 3's
+  optimizer, called inside `strategy.run`, sums the replicas' gradients, so a step is one process's
+  step on the whole batch up to the order of float sums (without dropout the metrics come out equal:
+  `tests/test_multi_worker.py`).
+- Seeds. The initial weights are the chief's, drawn from `train.seed` as on one machine, and the data
+  order comes from the seed and the epoch. The dropout generators of worker `r` are offset by
+  `[r * DROPOUT_SEED_STRIDE, 0]` from the chief's, so the workers draw different masks for their
+  slices (with equal states they would draw the same mask for their first rows); the chief's states
+  are the ones checkpointed, and the offsets are applied again on resume.
 - Decisions. Only the chief ranks the validation split; its "improved" flag is broadcast after each
   epoch, from which every worker derives the best epoch and when to stop. The start is agreed too:
   every worker reports whether it could open the data and (the chief) the run directory, and the
@@ -68,6 +71,24 @@ class WorkerError(ValueError):
     """The workers of a multi-worker run cannot train together (the message says why)."""
 
 
+class WorkerLost(RuntimeError):
+    """A worker stopped answering during a multi-worker run (killed, crashed, or its machine lost)."""
+
+
+# What TensorFlow's collectives raise when a peer is gone (a refused or closed connection, an abort).
+_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+
+
+@contextlib.contextmanager
+def _collective(what):
+    try:
+        yield
+    except _LOST as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WorkerLost(f"Lost a worker during {what} ({first}); start every worker again with --resume to "
+                         "continue after the last finished epoch.") from None
+
+
 def make_strategy(cluster: Cluster) -> tf.distribute.MultiWorkerMirroredStrategy:
     """MultiWorkerMirroredStrategy over `cluster` (ring all-reduce, which runs on CPUs and GPUs). It
     must be made before TensorFlow runs anything, and it waits until every worker has started."""
@@ -75,6 +96,7 @@ def make_strategy(cluster: Cluster) -> tf.distribute.MultiWorkerMirroredStrategy
         tf.train.ClusterSpec(cluster.jobs), task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc")
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # not a line per all-reduce it builds
     log.info("Multi-worker training: %s; waiting for every worker", cluster.describe())
     strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     log.info("MultiWorkerMirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
@@ -166,8 +188,9 @@ class MultiWorker:
     def _broadcast_values(self, values, first=0):
         """The all-reduced sum of float64 vector `values`, to which only replica 0 (the chief)
         contributes, except for its first `first` entries, which every replica contributes to."""
-        result = self.strategy.run(self._broadcast_fn, args=(values, tf.constant(first, tf.int32)))
-        return self.strategy.experimental_local_results(result)[0].numpy()
+        with _collective("an exchange between workers"):
+            result = self.strategy.run(self._broadcast_fn, args=(values, tf.constant(first, tf.int32)))
+            return self.strategy.experimental_local_results(result)[0].numpy()
 
     @staticmethod
     @tf.function(reduce_retracing=True)
@@ -246,11 +269,12 @@ class MultiWorker:
             print(title, flush=True)
             bar = keras.utils.Progbar(data.steps_per_epoch, unit_name="step")
         weighted = 0.0
-        for step in range(data.steps_per_epoch):
-            shares = self.strategy.experimental_local_results(self._step(iterator))
-            weighted += float(sum(s.numpy() for s in shares))
-            if bar is not None:
-                bar.update(step + 1)
+        with _collective(f"epoch {epoch + 1}"):
+            for step in range(data.steps_per_epoch):
+                shares = self.strategy.experimental_local_results(self._step(iterator))
+                weighted += float(sum(s.numpy() for s in shares))
+                if bar is not None:
+                    bar.update(step + 1)
         total, _ = self.exchange([weighted], [])
         loss = float(total[0]) / data.num_examples
         for source, target in zip(_state_variables(self.model), _state_variables(twin)):

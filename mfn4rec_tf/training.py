@@ -91,6 +91,7 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     # Progress bars on a terminal; redirected output (logs, CI) gets the one-line-per-epoch log only.
     progress = progress and sys.stdout.isatty()
     trainer = _trainer(config)  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything
+    state = None
     try:
         # Everything that can be wrong with the data or the settings fails here, before --out is touched.
         dataset = open_data(config)
@@ -205,7 +206,7 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         An `EpochResult` after each epoch. The caller acts on it (saves the best model, checkpoints)
         before the next epoch starts; the last result has `stop=True`.
     """
-    trainer = trainer or _KerasFit()
+    trainer = trainer or KerasFit()
     last_epoch = config.train.epochs if last_epoch is None else last_epoch
     most = registry.get(config.model.variant).max_epochs
     if most is not None:  # more epochs cannot change the model (`pop`: counting once is its training)
@@ -355,7 +356,7 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.update(batch + 1, values=[("loss", float(logs["loss"]))] if logs and "loss" in logs else None)
 
 
-class _KerasFit:
+class KerasFit:
     """Epochs by Keras `fit` on one machine, under `strategy` (None: the default strategy)."""
 
     writes = True
@@ -472,8 +473,8 @@ def _trainer(config):
     if config.train.strategy == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
         log.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
-        return _KerasFit(strategy)
-    return _KerasFit()
+        return KerasFit(strategy)
+    return KerasFit()
 
 
 def _settings_text(config, dataset) -> str:
