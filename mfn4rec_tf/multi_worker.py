@@ -149,6 +149,12 @@ class MultiWorker:
         _, chief = self.exchange([], [float(f) for f in flags])
         return tuple(chief.tolist())
 
+    def done(self):
+        """Waits until every worker is here: the other workers wait for the chief to test the model
+        and write the run, so that all of them end together (a worker that leaves early makes the
+        chief's coordination service report it as failed)."""
+        self.exchange([], [0.0])
+
     def start(self, error, settings: str, state):
         """Agrees on how the run starts; returns the run's state on every worker.
 

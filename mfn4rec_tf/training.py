@@ -123,13 +123,16 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
     if state["phase"] == "retrain":
         _retrain(config, run_dir, state, dataset, names, test, trainer, progress)
     if not trainer.writes:  # a worker's part ends with training; the chief tests and writes the results
-        log.info("Training done; the chief tests the model and writes the run.")
+        log.info("Training done; waiting for the chief to test the model and write the run.")
+        trainer.done()
         return None
     with trainer.scope():
         final = load_model(run_dir / "model.keras")
     test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
     state["phase"] = "done"
-    return _finish(run_dir, state, state["best_valid"], test_metrics)
+    result = _finish(run_dir, state, state["best_valid"], test_metrics)
+    trainer.done()
+    return result
 
 
 def _select(config, run_dir, state, dataset, names, split, trainer, progress):
@@ -372,6 +375,9 @@ class KerasFit:
 
     def agree(self, *values):
         return values
+
+    def done(self):
+        """Nothing to wait for."""
 
     def fit_epoch(self, model, data, epoch, log_dir, progress, title) -> float:
         callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
