@@ -111,7 +111,8 @@ def fingerprint(text: str) -> float:
 class MultiWorker:
     """The epochs of a multi-worker run and the agreements between its workers (see the module
     docstring). `mfn4rec_tf/training.py` drives it through the same calls as Keras `fit` on one
-    machine: `scope`, `prepare`, `fit_epoch`, `agree`.
+    machine (`training.KerasFit`): `scope`, `prepare`, `fit_epoch`, `agree`, `done`; `start` agrees
+    on how the run starts.
 
     Args:
         cluster: this process's cluster (`mfn4rec_tf.cluster.read_cluster`).
@@ -122,8 +123,7 @@ class MultiWorker:
         self.cluster = cluster
         self.strategy = strategy or make_strategy(cluster)
         self.replicas = self.strategy.num_replicas_in_sync
-        self.model = None
-        self._step = None
+        self.model = self._twin = self._step = None
 
     @property
     def writes(self) -> bool:
@@ -137,7 +137,7 @@ class MultiWorker:
     # Agreement between the workers.
 
     def exchange(self, own, chief) -> tuple[np.ndarray, np.ndarray]:
-        """`(sum over every replica of own, the chief's chief)`: two float64 vectors that every worker
+        """`(sum over the workers of own, the chief's chief)`: two float64 vectors that every worker
         passes (`chief` of any value on the others, with the same length)."""
         own = np.asarray(own, np.float64).reshape(-1)
         values = tf.constant(np.concatenate([own, np.asarray(chief, np.float64).reshape(-1)]))
@@ -192,18 +192,21 @@ class MultiWorker:
                 "history": []}
 
     def _broadcast_values(self, values, first=0):
-        """The all-reduced sum of float64 vector `values`, to which only replica 0 (the chief)
-        contributes, except for its first `first` entries, which every replica contributes to."""
+        """The all-reduced sum of float64 vector `values`, to which only replica 0 (the chief's first)
+        contributes, except for its first `first` entries, to which each worker's first replica
+        contributes (a worker with several devices has several replicas, numbered together)."""
+        local = tf.constant(max(self.replicas // self.cluster.num_workers, 1), tf.int32)
         with _collective("an exchange between workers"):
-            result = self.strategy.run(self._broadcast_fn, args=(values, tf.constant(first, tf.int32)))
+            result = self.strategy.run(self._broadcast_fn, args=(values, tf.constant(first, tf.int32), local))
             return self.strategy.experimental_local_results(result)[0].numpy()
 
     @staticmethod
     @tf.function(reduce_retracing=True)
-    def _broadcast_fn(values, first):
-        context = tf.distribute.get_replica_context()
-        keep = tf.logical_or(tf.equal(context.replica_id_in_sync_group, 0), tf.range(tf.size(values)) < first)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(keep, values, tf.zeros_like(values)))
+    def _broadcast_fn(values, first, local):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        keep = tf.where(tf.range(tf.size(values)) < first, tf.equal(replica % local, 0), tf.equal(replica, 0))
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              tf.where(keep, values, tf.zeros_like(values)))
 
     # Training.
 
