@@ -160,14 +160,61 @@ class TrainingInput:
         """Yields numpy `(inputs, {"logits": targets}, {"logits": weights})` for one epoch."""
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
         for index in length_bucketed_batches(self.lengths, self.batch_size, rng, self.bucket_batches):
-            ids = pad([self.inputs[i] for i in index])
-            if self.targets == "all":
-                targets = pad([self.outputs[i] for i in index], ids.shape[1])
-                weights = (targets != 0).astype(np.float32)
-            else:
-                targets = np.array([self.outputs[i][0] for i in index], np.int32)
-                weights = np.ones(len(index), np.float32)
+            ids, targets, weights = self._batch(index)
             yield self.gather(ids), {"logits": targets}, {"logits": weights}
+
+    @property
+    def num_examples(self) -> int:
+        """Training examples (sequences with at least two items) per epoch."""
+        return len(self.inputs)
+
+    def _batch(self, index):
+        ids = pad([self.inputs[i] for i in index])
+        if self.targets == "all":
+            targets = pad([self.outputs[i] for i in index], ids.shape[1])
+            weights = (targets != 0).astype(np.float32)
+        else:
+            targets = np.array([self.outputs[i][0] for i in index], np.int32)
+            weights = np.ones(len(index), np.float32)
+        return ids, targets, weights
+
+    def replica_batches(self, epoch: int, replicas: int, which):
+        """One epoch cut for `replicas` replicas training in sync: each batch of `batches(epoch)` is
+        split into `replicas` contiguous slices of its rows, all padded to the whole batch's width;
+        yields, for each batch, the slices of the replicas in `which` (in that order) as
+        `(inputs, {"logits": targets}, {"logits": weights}, real, rows)`: `real` is 1.0 per row of the
+        slice, `rows` the batch's number of sequences. A slice left empty (fewer sequences than
+        replicas) holds a copy of the batch's first sequence with weight 0 and `real` 0.
+        """
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        for index in length_bucketed_batches(self.lengths, self.batch_size, rng, self.bucket_batches):
+            ids, targets, weights = self._batch(index)
+            parts = np.array_split(np.arange(len(index)), replicas)
+            for replica in which:
+                rows, real = parts[replica], np.ones(len(parts[replica]), np.float32)
+                if not len(rows):
+                    rows, real = np.zeros(1, np.int64), np.zeros(1, np.float32)
+                yield (self.gather(ids[rows]), {"logits": targets[rows]}, {"logits": weights[rows] * real[:, None]
+                       if weights.ndim == 2 else weights[rows] * real}, real, np.int32(len(index)))
+
+    def replica_dataset(self, epoch: int, context) -> tf.data.Dataset:
+        """The tf.data input of one worker for `replica_batches` (a `distribute_datasets_from_function`
+        function: `context` is the worker's `tf.distribute.InputContext`; its replicas are numbered
+        `input_pipeline_id * local ... + local - 1`)."""
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        which = range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local)
+        signature = self._signature() + (tf.TensorSpec((None,), tf.float32), tf.TensorSpec((), tf.int32))
+        data = tf.data.Dataset.from_generator(
+            lambda: self.replica_batches(epoch, context.num_replicas_in_sync, which), output_signature=signature)
+        return data.prefetch(tf.data.AUTOTUNE)
+
+    def _signature(self):
+        target_shape = (None, None) if self.targets == "all" else (None,)
+        return (
+            self.gather.signature(),
+            {"logits": tf.TensorSpec(target_shape, tf.int32)},
+            {"logits": tf.TensorSpec(target_shape, tf.float32)},
+        )
 
     def _generator(self):
         epoch = self.epoch
@@ -175,13 +222,7 @@ class TrainingInput:
         yield from self.batches(epoch)
 
     def tf_dataset(self) -> tf.data.Dataset:
-        target_shape = (None, None) if self.targets == "all" else (None,)
-        signature = (
-            self.gather.signature(),
-            {"logits": tf.TensorSpec(target_shape, tf.int32)},
-            {"logits": tf.TensorSpec(target_shape, tf.float32)},
-        )
-        data = tf.data.Dataset.from_generator(self._generator, output_signature=signature)
+        data = tf.data.Dataset.from_generator(self._generator, output_signature=self._signature())
         # A known length lets Keras size its progress bar and end each epoch without a warning.
         data = data.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
         return data.prefetch(tf.data.AUTOTUNE)

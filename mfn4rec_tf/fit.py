@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mfn4rec_tf.metrics import format_table
+    from mfn4rec_tf.multi_worker import WorkerLost
     from mfn4rec_tf.training import RunError, run_training
 
     try:
@@ -72,6 +73,12 @@ def main(argv=None) -> int:
         result = run_training(config, out, resume=args.resume, progress=not args.quiet)
     except cli.USER_ERRORS as error:
         return cli.fail(error)
+    except WorkerLost as error:  # a multi-worker run lost a worker: the run resumes once all are back
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if result is None:  # a multi-worker run's worker other than the chief: the chief reports
+        print(f"Worker done in {time.perf_counter() - started:.0f}s; the chief wrote the run and its metrics.")
+        return 0
     data = config.data.path or f"embedded demo (seed {config.data.demo_seed})"
     print(f"\n{config.model.variant} on {data}, {config.data.protocol} protocol — test split (validation-selected):")
     print(format_table(result["test"]))

@@ -25,7 +25,8 @@ from mfn4rec_tf._checks import NotApplicable, check_positive_int
 from mfn4rec_tf.config import TARGET_MODES, ModalityConfig, ModelConfig, check_model_settings
 from mfn4rec_tf.splits import PROTOCOLS
 
-STRATEGIES = ("none", "mirrored")
+STRATEGIES = ("none", "mirrored", "multi-worker")
+"""`train.strategy`: one device, the devices of one machine, or several machines (`mfn4rec_tf/multi_worker.py`)."""
 TRAINING_LOSSES = ("full", "sampled")
 """`train.loss`: softmax cross-entropy over every item, or the sampled softmax (`mfn4rec_tf.sampled`)."""
 SAMPLERS = ("uniform", "popularity", "in-batch")
@@ -99,7 +100,9 @@ class TrainSection:
         eval_batch_size: users per evaluation batch.
         eval_memory_mb: the most memory (MB) one evaluation batch's scores may take: past it, models
             with an `ItemLogits` layer rank the catalogue in chunks (the same metrics).
-        strategy: `none` or `mirrored` (tf.distribute.MirroredStrategy over the local devices).
+        strategy: `none`, `mirrored` (tf.distribute.MirroredStrategy over the local devices) or
+            `multi-worker` (MultiWorkerMirroredStrategy over the processes in `TF_CONFIG`, with the
+            custom loop of `mfn4rec_tf/multi_worker.py`).
         loss: `full` (softmax cross-entropy over every item) or `sampled` (sampled softmax with the
             logQ correction over the target and `num_negatives` shared negatives, `mfn4rec_tf.sampled`).
         num_negatives: S, the negatives of each batch for `loss: sampled`.
@@ -156,6 +159,9 @@ class RunConfig:
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
         self._check_loss(spec)
+        if self.train.strategy == "multi-worker" and spec.sampled_loss is None:
+            raise NotApplicable(f"`train.strategy: multi-worker` trains by a loss and {spec.name} trains by none "
+                                f"({spec.description}); use `train.strategy: none`.")
 
     def _check_loss(self, spec):
         train = self.train
@@ -170,7 +176,8 @@ class RunConfig:
             raise NotApplicable(f"`train.loss: sampled` does not apply to {spec.name} ({spec.description}: it trains "
                                 f"with its own loss or scores items without one vector per item).")
         if train.strategy != "none":
-            raise ValueError("`train.loss: sampled` runs on one device; use `train.strategy: none`.")
+            raise ValueError(f"`train.loss: sampled` runs on one device (its own training step is not distributed); "
+                             f"use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
 
     @property
     def retrain(self) -> bool:

@@ -16,6 +16,14 @@ Every file is written to a temporary name and renamed into place, so a run kille
 (even `kill -9`) leaves the last complete state, and `resume=True` continues from it: the batch
 order depends only on the seed and the epoch, and the checkpoint carries the optimizer and dropout
 generator states, so a resumed run ends where an uninterrupted one would.
+
+Epochs are trained by Keras `fit` on one machine (`train.strategy` `none` or `mirrored`) and by the
+custom loop of `mfn4rec_tf/multi_worker.py` across machines (`multi-worker`, where Keras 3's `fit`
+fails); both go through the same phases below, so a multi-worker run writes the same files (from
+its chief only). One machine keeps `fit` because it does what a custom loop would have to redo
+there: the models that train by their own step (`pop`'s counting, the sampled softmax of
+`mfn4rec_tf/sampled.py`), progress bars and TensorBoard callbacks, and the exact resume that the
+tests pin; the custom loop covers what multi-worker training needs and no more.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
 from mfn4rec_tf.demo import demo_dataset
 from mfn4rec_tf.model import build_model, load_model, with_output_mode
+from mfn4rec_tf.multi_worker import MultiWorker as _MultiWorker
 from mfn4rec_tf.run_config import RunConfig
 from mfn4rec_tf.splits import make_split
 
@@ -71,56 +80,79 @@ def evaluate_split(model, config: RunConfig, dataset, split, names, progress=Tru
                                     progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb)
 
 
-def run_training(config: RunConfig, run_dir, resume: bool = False, progress: bool = True) -> dict:
-    """Trains and evaluates `config` into `run_dir`; returns `{"valid": {...}, "test": {...}}`."""
+def run_training(config: RunConfig, run_dir, resume: bool = False, progress: bool = True) -> dict | None:
+    """Trains and evaluates `config` into `run_dir`; returns `{"valid": {...}, "test": {...}}`.
+
+    With `train.strategy: multi-worker` every worker of the cluster in `TF_CONFIG` calls this with
+    the same settings; the chief writes `run_dir` and returns the metrics, the other workers write
+    nothing and return None once training is over (`mfn4rec_tf/multi_worker.py`).
+    """
     run_dir = Path(run_dir)
     # Progress bars on a terminal; redirected output (logs, CI) gets the one-line-per-epoch log only.
     progress = progress and sys.stdout.isatty()
-    # Everything that can be wrong with the data or the settings fails here, before --out is touched.
-    dataset = open_data(config)
-    names = modality_names(config, dataset)
-    config.model_config(dataset)
-    protocol = config.data.protocol
-    valid = make_split(dataset.interactions, protocol, "validation")
-    test = make_split(dataset.interactions, protocol, "test")
-    log.info("Data %s\n  %s\n  %s", dataset, valid.summary(), test.summary())
-    if not len(valid.user_ids) or not len(test.user_ids):
-        raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
-                       f"(validation {len(valid.user_ids)}, test {len(test.user_ids)}).")
-    state = _start(config, run_dir, resume)
+    trainer = _trainer(config)  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything
+    state = None
+    try:
+        # Everything that can be wrong with the data or the settings fails here, before --out is touched.
+        dataset = open_data(config)
+        names = modality_names(config, dataset)
+        config.model_config(dataset)
+        protocol = config.data.protocol
+        valid = make_split(dataset.interactions, protocol, "validation")
+        test = make_split(dataset.interactions, protocol, "test")
+        log.info("Data %s\n  %s\n  %s", dataset, valid.summary(), test.summary())
+        if not len(valid.user_ids) or not len(test.user_ids):
+            raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
+                           f"(validation {len(valid.user_ids)}, test {len(test.user_ids)}).")
+        state = _start(config, run_dir, resume) if trainer.writes else None
+        error = None
+    except (ValueError, KeyError, FileNotFoundError) as caught:
+        if not isinstance(trainer, _MultiWorker):
+            raise
+        error, dataset = caught, None
+    if isinstance(trainer, _MultiWorker):  # every worker learns whether all could start, and the chief's state
+        state = trainer.start(error, _settings_text(config, dataset), state)
     _seed(config.train.seed)
 
-    strategy = _strategy(config)
     if state["phase"] == "select":
-        _select(config, run_dir, state, dataset, names, valid, strategy, progress)
-    if state["phase"] == "final":  # no retraining: the best validation model is the tested one
+        _select(config, run_dir, state, dataset, names, valid, trainer, progress)
+    if state["phase"] == "final" and trainer.writes:  # no retraining: the best validation model is the tested one
         copy_file(run_dir / "best.keras", run_dir / "model.keras")
         state["phase"] = "test"
         write_json(run_dir / "state.json", state)
     if state["phase"] == "retrain":
-        _retrain(config, run_dir, state, dataset, names, test, strategy, progress)
-    with strategy.scope():
+        _retrain(config, run_dir, state, dataset, names, test, trainer, progress)
+    if not trainer.writes:  # a worker's part ends with training; the chief tests and writes the results
+        log.info("Training done; waiting for the chief to test the model and write the run.")
+        trainer.done()
+        return None
+    with trainer.scope():
         final = load_model(run_dir / "model.keras")
     test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
     state["phase"] = "done"
-    return _finish(run_dir, state, state["best_valid"], test_metrics)
+    result = _finish(run_dir, state, state["best_valid"], test_metrics)
+    trainer.done()
+    return result
 
 
-def _select(config, run_dir, state, dataset, names, split, strategy, progress):
+def _select(config, run_dir, state, dataset, names, split, trainer, progress):
     """Selection phase: epochs on the validation-mode training data, early stopping on Recall@20."""
-    model = _model_for(config, run_dir, state, dataset, strategy, split.train_sequences)
+    model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
     for result in train_and_select(model, config, dataset, split, names, first_epoch=state["epoch"],
                                    best_epoch=state["best_epoch"], best_scores=state["best_valid"],
-                                   log_dir=run_dir / "logs", progress=progress):
+                                   log_dir=run_dir / "logs", progress=progress, trainer=trainer):
         if result.improved:
-            save_model(model, run_dir / "best.keras")
+            if trainer.writes:
+                save_model(model, run_dir / "best.keras")
             state.update(best_epoch=result.epoch, best_valid=result.scores)
-        state["history"].append({"phase": "select", "epoch": result.epoch, "loss": result.loss, **result.scores})
+        state["history"].append({"phase": "select", "epoch": result.epoch, "loss": result.loss,
+                                 **(result.scores or {})})
         state["epoch"] = result.epoch
         if result.stop:
             state.update(phase="retrain" if config.retrain else "final", epoch=0)
-        _checkpoint(model, run_dir, state, "select")
-        if result.stop:
+        if trainer.writes:
+            _checkpoint(model, run_dir, state, "select")
+        if result.stop and trainer.writes:
             log.info("Selected epoch %d (valid %s %.4f).", state["best_epoch"], SELECTION_METRIC,
                      state["best_valid"][SELECTION_METRIC])
 
@@ -132,7 +164,8 @@ class EpochResult:
     Attributes:
         epoch: the number of the epoch just finished (1-based: the first epoch is 1).
         loss: its mean training loss.
-        scores: the full-ranking metrics of the split after it (`evaluate_split`).
+        scores: the full-ranking metrics of the split after it (`evaluate_split`); None on a worker
+            of a multi-worker run other than the chief (only the chief ranks).
         improved: whether it has the best validation Recall@20 so far (the first epoch always has).
         best_epoch, best_scores: the best epoch so far and its scores (this one when `improved`).
         stop: whether training stops after it: `train.patience` epochs without a better Recall@20,
@@ -149,7 +182,7 @@ class EpochResult:
 
 
 def train_and_select(model, config: RunConfig, dataset, split, names, *, first_epoch=0, last_epoch=None,
-                     best_epoch=None, best_scores=None, log_dir=None, progress=False):
+                     best_epoch=None, best_scores=None, log_dir=None, progress=False, trainer=None):
     """Trains `model` epoch by epoch and ranks the split after each, with early stopping on Recall@20.
 
     The selection loop of `fit`, shared with `tune` so that a trial's objective is the same number
@@ -169,11 +202,14 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         log_dir: TensorBoard logs go to `log_dir/select` (training) and `log_dir/validation`;
             None writes none.
         progress: a progress bar per epoch.
+        trainer: what trains an epoch: Keras `fit` (default), or a `mfn4rec_tf.multi_worker.MultiWorker`
+            whose chief alone ranks the split and tells the other workers whether the epoch improved.
 
     Yields:
         An `EpochResult` after each epoch. The caller acts on it (saves the best model, checkpoints)
         before the next epoch starts; the last result has `stop=True`.
     """
+    trainer = trainer or KerasFit()
     last_epoch = config.train.epochs if last_epoch is None else last_epoch
     most = registry.get(config.model.variant).max_epochs
     if most is not None:  # more epochs cannot change the model (`pop`: counting once is its training)
@@ -183,61 +219,75 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
                          max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
                          epoch=first_epoch)
     log_dir = None if log_dir is None else Path(log_dir)
-    writer = None if log_dir is None else tf.summary.create_file_writer(str(log_dir / "validation"))
+    writes = trainer.writes and log_dir is not None
+    writer = tf.summary.create_file_writer(str(log_dir / "validation")) if writes else None
     for epoch in range(first_epoch, last_epoch):
         started = time.perf_counter()
-        loss = _fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
-                          f"epoch {epoch + 1}/{last_epoch}")
-        scores = evaluate_split(ranker, config, dataset, split, names, progress=False)
-        if writer is not None:
-            with writer.as_default():
-                for key, value in scores.items():
-                    tf.summary.scalar(f"validation/{key}", value, step=epoch + 1)
-        improved = best_scores is None or scores[SELECTION_METRIC] > best_scores[SELECTION_METRIC]
+        loss = trainer.fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
+                                 f"epoch {epoch + 1}/{last_epoch}")
+        scores, improved = None, False
+        if trainer.writes:
+            scores = evaluate_split(ranker, config, dataset, split, names, progress=False)
+            if writer is not None:
+                with writer.as_default():
+                    for key, value in scores.items():
+                        tf.summary.scalar(f"validation/{key}", value, step=epoch + 1)
+            improved = best_scores is None or scores[SELECTION_METRIC] > best_scores[SELECTION_METRIC]
+        (improved,) = trainer.agree(improved)  # the chief's decision on every worker
+        improved = bool(improved)
         if improved:
             best_epoch, best_scores = epoch + 1, scores
-        log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs", epoch + 1,
-                 last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
-                 best_scores[SELECTION_METRIC], best_epoch, time.perf_counter() - started)
+        if trainer.writes:
+            log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs", epoch + 1,
+                     last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
+                     best_scores[SELECTION_METRIC], best_epoch, time.perf_counter() - started)
+        else:
+            log.info("epoch %d/%d  loss %.4f  (best epoch %d)  %.1fs", epoch + 1, last_epoch, loss, best_epoch,
+                     time.perf_counter() - started)
         stop = epoch + 1 - best_epoch >= config.train.patience or epoch + 1 == last_epoch
         yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stop)
         if stop:
             return
 
 
-def _retrain(config, run_dir, state, dataset, names, split, strategy, progress):
+def _retrain(config, run_dir, state, dataset, names, split, trainer, progress):
     """The paper's step: a fresh model on train + validation for the selected number of epochs."""
     epochs = state["best_epoch"]
     if state["epoch"] == 0:
         _seed(config.train.seed)  # the same initial weights as the selection phase
         log.info("Retraining on train + validation for %d epoch(s).", epochs)
-    model = _model_for(config, run_dir, state, dataset, strategy, split.train_sequences)
+    model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
     data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
                          max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
                          epoch=state["epoch"])
     for epoch in range(state["epoch"], epochs):
-        loss = _fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
-                          f"retrain epoch {epoch + 1}/{epochs}")
+        loss = trainer.fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
+                                 f"retrain epoch {epoch + 1}/{epochs}")
         state["history"].append({"phase": "retrain", "epoch": epoch + 1, "loss": loss})
         state["epoch"] = epoch + 1
         log.info("retrain epoch %d/%d  loss %.4f", epoch + 1, epochs, loss)
         if epoch + 1 == epochs:
-            save_model(model, run_dir / "model.keras")
+            if trainer.writes:
+                save_model(model, run_dir / "model.keras")
             state["phase"] = "test"
-        _checkpoint(model, run_dir, state, "retrain")
+        if trainer.writes:
+            _checkpoint(model, run_dir, state, "retrain")
 
 
-def _model_for(config, run_dir, state, dataset, strategy, sequences):
+def _model_for(config, run_dir, state, dataset, trainer, sequences):
     """A fresh compiled model, or the phase's checkpoint when the phase is under way (with its
-    sampler attached again for `train.loss: sampled`)."""
-    with strategy.scope():
-        if state["epoch"] > 0:
+    sampler attached again for `train.loss: sampled`). In a multi-worker run the chief's model (the
+    checkpoint, or fresh from the seed) is then loaded into every worker's replica model."""
+    with trainer.scope():
+        if state["epoch"] > 0 and trainer.writes:
             checkpoint = run_dir / state["checkpoint"]
             log.info("Resuming %s phase after epoch %d from %s", state["phase"], state["epoch"], checkpoint)
             model = with_training_loss(load_model(checkpoint), config, sequences)
             _set_seed_states(model, state["seed_states"])
-            return model
-        return new_model(config, dataset, sequences)
+        else:  # (another worker than the chief resuming: replaced by the chief's model below)
+            model = new_model(config, dataset, sequences)
+    trainer.prepare(model, lambda: new_model(config, dataset, sequences))
+    return model
 
 
 def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
@@ -309,19 +359,39 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.update(batch + 1, values=[("loss", float(logs["loss"]))] if logs and "loss" in logs else None)
 
 
-def _fit_epoch(model, data, epoch, log_dir, progress, title):
-    callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
-    if progress:
-        callbacks.append(_EpochProgress(title, data.steps_per_epoch))
-    history = model.fit(
-        data.tf_dataset(),
-        initial_epoch=epoch,
-        epochs=epoch + 1,
-        shuffle=False,  # the input shuffles, by seed and epoch
-        verbose=0,
-        callbacks=callbacks,
-    )
-    return float(history.history["loss"][-1])
+class KerasFit:
+    """Epochs by Keras `fit` on one machine, under `strategy` (None: the default strategy)."""
+
+    writes = True
+
+    def __init__(self, strategy=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def prepare(self, model, build):
+        """Nothing to do: `fit` trains the model itself."""
+
+    def agree(self, *values):
+        return values
+
+    def done(self):
+        """Nothing to wait for."""
+
+    def fit_epoch(self, model, data, epoch, log_dir, progress, title) -> float:
+        callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+        if progress:
+            callbacks.append(_EpochProgress(title, data.steps_per_epoch))
+        history = model.fit(
+            data.tf_dataset(),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            shuffle=False,  # the input shuffles, by seed and epoch
+            verbose=0,
+            callbacks=callbacks,
+        )
+        return float(history.history["loss"][-1])
 
 
 def _checkpoint(model, run_dir, state, phase):
@@ -398,12 +468,28 @@ def _set_seed_states(model, states):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-def _strategy(config):
+def _trainer(config):
+    """What trains the epochs of `config.train.strategy`: Keras `fit` (`none`, `mirrored`) or the
+    multi-worker loop (reads `TF_CONFIG` first, so a bad one fails before anything else)."""
+    if config.train.strategy == "multi-worker":
+        from mfn4rec_tf.cluster import read_cluster
+
+        cluster = read_cluster()
+        return _MultiWorker(cluster)
     if config.train.strategy == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
         log.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
-        return strategy
-    return tf.distribute.get_strategy()
+        return KerasFit(strategy)
+    return KerasFit()
+
+
+def _settings_text(config, dataset) -> str:
+    """What the workers of a multi-worker run must agree on: the settings (the data path aside, which may
+    differ between machines) and the dataset's counts."""
+    settings = config.to_dict()
+    settings["data"] = {**settings["data"], "path": None}
+    counts = None if dataset is None else [dataset.num_items, len(dataset.interactions), dataset.name]
+    return json.dumps([settings, counts], sort_keys=True, default=str)
 
 
 def _seed(seed):

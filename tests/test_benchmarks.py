@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as siblings
 import clothing_data
 import evaluation_speed
 import flops
+import multi_worker
 import training_speed
 from conftest import make_config
 
@@ -207,3 +208,14 @@ def test_evaluation_speed_end_to_end(tiny_data, capsys):
     out = capsys.readouterr().out
     assert "(a) evaluate_split" in out and "(a) / bare" in out and "(a) / forward" in out
     assert "ranked: 40 users" in out and "warning" not in out
+
+
+@pytest.mark.slow
+def test_multi_worker_benchmark_end_to_end(tiny_data, capsys):
+    assert multi_worker.main(["--data", str(tiny_data), "--epochs", "2", "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    for run in ("1 process, Keras fit", "1 process, multi-worker loop", "2 workers on 127.0.0.1"):
+        assert run in out
+    assert "2 workers / 1 process (fit):" in out
+    with pytest.raises(SystemExit):
+        multi_worker.main(["--epochs", "1"])
