@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as siblings
 import clothing_data
 import evaluation_speed
 import flops
+import sampled_softmax
 import training_speed
 from conftest import make_config
 
@@ -241,3 +242,9 @@ def test_evaluation_speed_end_to_end(tiny_data, capsys):
     out = capsys.readouterr().out
     assert "(a) evaluate_split" in out and "(a) / bare" in out and "(a) / forward" in out
     assert "ranked: 40 users" in out and "warning" not in out
+
+
+def test_sampled_softmax_guards_the_full_softmax(tiny_data):
+    row = sampled_softmax.measure(str(tiny_data), "mfn4rec", "full", 1, "uniform", 2, 1, "none", full_limit_mb=0)
+    assert row["skipped"] and row["items"] == 388 and "ms" not in row
+    assert 0 < row["mean_logits_mb"] <= row["logits_mb"] <= 64 * 100 * 389 * 4 / 2**20
