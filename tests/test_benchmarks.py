@@ -248,3 +248,12 @@ def test_sampled_softmax_guards_the_full_softmax(tiny_data):
     row = sampled_softmax.measure(str(tiny_data), "mfn4rec", "full", 1, "uniform", 2, 1, "none", full_limit_mb=0)
     assert row["skipped"] and row["items"] == 388 and "ms" not in row
     assert 0 < row["mean_logits_mb"] <= row["logits_mb"] <= 64 * 100 * 389 * 4 / 2**20
+
+
+def test_serve_load_reads_a_peak_rss():
+    import os
+
+    import serve_load
+
+    assert serve_load.peak_rss_mb(os.getpid()) > 10
+    assert serve_load.peak_rss_mb(2**22 + 1) is None  # past Linux's pid_max: no such process
