@@ -57,11 +57,13 @@ def measure(data, model, loss, negatives, sampler, batches, warmup, modalities, 
     data_input = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=64,
                                max_length=config.data.max_length, seed=0)
     steps = data_input.steps_per_epoch
-    positions = [batch[1]["logits"].shape for _, batch in
-                 zip(range(warmup + batches), data_input.batches(0))]  # the batches fit sees (epoch 0)
-    logits_mb = {"logits_mb": max(b * t for b, t in positions) * (dataset.num_items + 1) * 4 / 2**20,
-                 "mean_logits_mb": sum(b * t for b, t in positions) / len(positions) * (dataset.num_items + 1)
-                 * 4 / 2**20, "steps": steps, "items": dataset.num_items}
+    every = [batch[1]["logits"].shape for batch in data_input.batches(0)]  # the batches fit sees (epoch 0)
+    positions = every[:warmup + batches]
+    per_position = (dataset.num_items + 1) * 4 / 2**20  # MB of float32 logits per position
+    logits_mb = {"logits_mb": max(b * t for b, t in positions) * per_position,
+                 "mean_logits_mb": sum(b * t for b, t in positions) / len(positions) * per_position,
+                 "epoch_logits_mb": max(b * t for b, t in every) * per_position,
+                 "steps": steps, "items": dataset.num_items}
     if loss == "full" and full_limit_mb is not None and logits_mb["logits_mb"] > full_limit_mb:
         return {"skipped": True, **logits_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     subset = data_input.tf_dataset().take(warmup + batches)
@@ -114,11 +116,12 @@ def main(argv=None) -> int:
             return 1
         rows.append((loss, negatives, json.loads(result.stdout.strip().splitlines()[-1])))
     full = rows[0][2]
-    print(f"{full['items']:,} items, {full['steps']} steps per epoch")
+    print(f"{full['items']:,} items, {full['steps']} steps per epoch; full-softmax float32 logits of one batch: "
+          f"{full['logits_mb']:,.0f} MB for the largest measured batch (mean {full['mean_logits_mb']:,.0f} MB), "
+          f"{full['epoch_logits_mb']:,.0f} MB for the largest batch of the epoch")
     if full.get("skipped"):
-        print(f"full softmax not run: the largest measured batch has {full['logits_mb']:,.0f} MB of float32 logits "
-              f"(mean {full['mean_logits_mb']:,.0f} MB), past --full-limit-mb {args.full_limit_mb:g}; its "
-              "softmax and gradient take as much again each")
+        print(f"full softmax not run: the largest measured batch's logits are past --full-limit-mb "
+              f"{args.full_limit_mb:g}; its softmax and gradient take as much again each")
     print(f"{'loss':<8} {'S':>6} {'ms/step':>9} {'cpu ms':>9} {'s/epoch':>9} {'peak MB':>9} {'speed-up':>9}")
     for loss, negatives, row in rows:
         label = "-" if loss == "full" else str(negatives)
