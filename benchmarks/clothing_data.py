@@ -1,12 +1,22 @@
 """A generated dataset at the paper's Amazon Clothing scale, with the demo's planted structure.
 
     python benchmarks/clothing_data.py [--out DIR] [--seed 0] [--scale 1.0] [--overwrite]
+        [--items N] [--users U] [--interactions I] [--no-features]
 
 Writes a dataset directory (`mfn4rec_tf.dataset.write_dataset`) with the sizes of the paper's
 Table 2 for Amazon Clothing: 22,586 users, 38,840 items and exactly 272,949 interactions, a 1000-d
 `image` and a 100-d `text` modality (the widths of the paper's VGG-16 and GloVe features). Every
 item has both (no presence input), as in the paper. `--scale s` multiplies the three counts (each
 rounded, at least 1) and keeps the widths, for a smaller copy. Same seed, same bytes.
+
+`--items`, `--users` and `--interactions` replace the (scaled) counts, and `--no-features` writes an
+item-ID-only dataset: no image or text table is drawn at all (at 1,000,000 items the 1000-d image
+table alone would be 4 GB in float32). Its catalogue is drawn from the same stream as the demo's, so
+an ID-only copy has the same styles, brands, style successors and sequences as the featured copy of
+the same seed and counts. A 1M-item catalogue for the large-catalogue benchmark:
+
+    python benchmarks/clothing_data.py --out /tmp/big1m --items 1000000 --users 25000 \
+        --interactions 300000 --no-features
 
 How it is drawn:
 
@@ -66,22 +76,54 @@ pool gets about half of its interactions, as in review data (whose items the pap
 VERSION = 1
 
 
-def scaled_counts(scale: float) -> dict:
-    """The users, items and interactions at `scale` times the Clothing counts (rounded, at least 1).
+def scaled_counts(scale: float, **overrides) -> dict:
+    """The users, items and interactions at `scale` times the Clothing counts (rounded, at least 1),
+    with any of them replaced by `overrides` (`users=`, `items=`, `interactions=`; `None` keeps it).
 
     Raises:
-        ValueError: `scale` is not a positive number, or the counts cannot hold every user between
-            `MIN_LENGTH` and `MAX_LENGTH` interactions.
+        ValueError: `scale` is not a positive number, an override is not a positive integer, or the
+            counts cannot hold every user between `MIN_LENGTH` and `MAX_LENGTH` interactions.
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or not np.isfinite(scale):
         raise ValueError(f"`scale` must be a positive number. Received: scale={scale!r}")
     counts = {key: max(1, int(round(value * scale))) for key, value in CLOTHING.items()}
+    for key, value in overrides.items():
+        if key not in counts:
+            raise ValueError(f"Unknown count {key!r}; expected one of {sorted(counts)}.")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
+        counts[key] = int(value)
     if counts["items"] < 2:
         raise ValueError(f"`scale`={scale} leaves {counts['items']} item; at least 2 are needed.")
     if not MIN_LENGTH * counts["users"] <= counts["interactions"] <= MAX_LENGTH * counts["users"]:
         raise ValueError(f"`scale`={scale} leaves {counts['interactions']} interactions for {counts['users']} "
                          f"users; each needs {MIN_LENGTH}-{MAX_LENGTH}.")
     return counts
+
+
+def id_catalogue(spec: DemoSpec):
+    """The catalogue of `mfn4rec_tf.demo.generate(spec)` without its feature tables: the same items
+    frame and the same `truth` (style, brand, successor), drawn from the same stream in the same order
+    (the demo's unused Zipf popularity is drawn too, so that the successor map matches), but no image
+    or text table is ever drawn. Memory is O(items), not O(items x width).
+
+    Returns:
+        `(items, truth)` as `generate` returns them.
+    """
+    rng = np.random.default_rng(spec.seed)
+    style = rng.integers(0, spec.styles, spec.num_items)
+    brand = rng.integers(0, spec.brands, spec.num_items)
+    rng.zipf(1.6, spec.num_items)  # the demo's popularity: not used here, drawn to keep the stream aligned
+    successor = rng.permutation(spec.styles)
+    index = np.arange(1, spec.num_items + 1)
+    items = pd.DataFrame({
+        "item_index": index.astype(np.int32),
+        "item_id": [f"demo{i:05d}" for i in index],
+        "title": [f"Brand{b} Style{s:02d} item {i:04d}" for i, (s, b) in enumerate(zip(style, brand), start=1)],
+    })
+    return items, {"style": np.r_[-1, style], "brand": np.r_[-1, brand], "successor": successor}
 
 
 def draw_lengths(rng: np.random.Generator, users: int, total: int, low: int = MIN_LENGTH,
@@ -136,24 +178,32 @@ def draw_items(rng, item_style, item_brand, popularity, event_style, event_brand
     return order[position].astype(np.int32) + 1
 
 
-def generate_clothing(seed: int = 0, scale: float = 1.0, progress=print):
+def generate_clothing(seed: int = 0, scale: float = 1.0, progress=print, *, counts: dict | None = None,
+                      features: bool = True):
     """Draws the Clothing-scale data; see the module docstring.
 
     Args:
         seed: generator seed (the catalogue and the sequences are both drawn from it).
         scale: multiplies the Clothing counts (`scaled_counts`).
         progress: called with one line per stage (default `print`; `None` for silence).
+        counts: overrides of the scaled counts (`users`, `items`, `interactions`), as `scaled_counts` takes.
+        features: draw the image and text tables; `False`: item IDs only (`id_catalogue`), and
+            `features` comes back empty.
 
     Returns:
         `(items, interactions, features, truth)` as `mfn4rec_tf.demo.generate` returns them; `truth`
         has `style` and `brand` by item index (-1 for padding) and the style `successor` map.
     """
     say = progress or (lambda line: None)
-    counts = scaled_counts(scale)
+    counts = scaled_counts(scale, **(counts or {}))
     started = time.perf_counter()
     spec = dataclasses.replace(CATALOGUE, seed=seed, num_items=counts["items"])
-    say(f"catalogue: {counts['items']:,} items, image {IMAGE_DIM}-d, text {TEXT_DIM}-d ...")
-    items, _, features, truth = generate(spec)
+    if features:
+        say(f"catalogue: {counts['items']:,} items, image {IMAGE_DIM}-d, text {TEXT_DIM}-d ...")
+        items, _, features, truth = generate(spec)
+    else:
+        say(f"catalogue: {counts['items']:,} items, item IDs only (no feature tables) ...")
+        (items, truth), features = id_catalogue(spec), {}
     say(f"  done in {time.perf_counter() - started:.1f}s")
 
     rng = np.random.default_rng([seed, VERSION])  # a stream apart from the catalogue's
@@ -201,23 +251,36 @@ def default_path(seed: int = 0, scale: float = 1.0) -> Path:
     return home / f"clothing-v{VERSION}-seed{seed}-x{scale:g}"
 
 
-def write_clothing(path, seed: int = 0, scale: float = 1.0, overwrite: bool = False, progress=print) -> Path:
-    """Generates the data (`generate_clothing`) and writes it as a dataset directory at `path`."""
+def write_clothing(path, seed: int = 0, scale: float = 1.0, overwrite: bool = False, progress=print, *,
+                   counts: dict | None = None, features: bool = True) -> Path:
+    """Generates the data (`generate_clothing`) and writes it as a dataset directory at `path`.
+
+    `counts` and `features` are `generate_clothing`'s; with either given, the dataset's name and its
+    manifest's source entry say so (the default dataset's bytes are unchanged)."""
     say = progress or (lambda line: None)
     path = Path(path)
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} already exists; pass --overwrite to replace it.")
-    items, interactions, features, _ = generate_clothing(seed, scale, progress)
+    overrides = {key: value for key, value in (counts or {}).items() if value is not None}
+    items, interactions, tables, _ = generate_clothing(seed, scale, progress, counts=overrides, features=features)
     started = time.perf_counter()
     say(f"writing {path} ...")
+    name = f"clothing-scale-seed{seed}-x{scale:g}"
+    source = {"generator": "benchmarks/clothing_data.py", "version": VERSION, "seed": seed, "scale": scale,
+              "catalogue": dataclasses.asdict(dataclasses.replace(CATALOGUE, seed=seed))}
+    if overrides:
+        name += "".join(f"-{key}{overrides[key]}" for key in sorted(overrides))
+        source["counts"] = overrides
+    if not features:
+        name += "-ids"
+        source["features"] = False
     write_dataset(
         path,
-        name=f"clothing-scale-seed{seed}-x{scale:g}",
+        name=name,
         items=items,
         interactions=interactions,
-        features=features,
-        sources=[{"generator": "benchmarks/clothing_data.py", "version": VERSION, "seed": seed, "scale": scale,
-                  "catalogue": dataclasses.asdict(dataclasses.replace(CATALOGUE, seed=seed))}],
+        features=tables,
+        sources=[source],
         overwrite=overwrite,
     )
     say(f"  done in {time.perf_counter() - started:.1f}s")
@@ -251,11 +314,21 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the Clothing counts")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing directory at --out")
+    parser.add_argument("--items", type=int, help="number of items, replacing the scaled Clothing count")
+    parser.add_argument("--users", type=int, help="number of users, replacing the scaled Clothing count")
+    parser.add_argument("--interactions", type=int, help="number of interactions, replacing the scaled count")
+    parser.add_argument("--no-features", dest="features", action="store_false",
+                        help="item IDs only: draw no image or text table")
     args = parser.parse_args(argv)
+    counts = {"items": args.items, "users": args.users, "interactions": args.interactions}
+    custom = any(value is not None for value in counts.values()) or not args.features
     try:
-        scaled_counts(args.scale)
+        scaled_counts(args.scale, **counts)
+        if custom and not args.out:
+            raise ValueError("--items, --users, --interactions and --no-features need --out (the cache "
+                             "directory is for the Clothing-scale copies).")
         path = Path(args.out) if args.out else default_path(args.seed, args.scale)
-        write_clothing(path, args.seed, args.scale, overwrite=args.overwrite)
+        write_clothing(path, args.seed, args.scale, overwrite=args.overwrite, counts=counts, features=args.features)
     except ValueError as error:  # DatasetError is a ValueError
         parser.error(str(error))
     dataset = load_dataset(path)

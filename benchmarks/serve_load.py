@@ -19,6 +19,7 @@ p95 and p99 latency, requests/s, rows/s and the error count. Then the signature 
 in-process (the highest version under `--model_base_path`, loaded here) for each batch size, one
 call at a time, and its p50 is printed beside the endpoint's, with their ratio (the serving
 overhead: HTTP or gRPC, JSON or protos, queueing). Clients and server share this machine's cores.
+A server started here has its peak resident memory (VmHWM, Linux) printed at the end.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def start_server(base, name, flags=()):
             return process, int(match[1]), int(match[2])
     process.wait()
     raise SystemExit("error: the server did not start:\n" + "".join(log[-20:]))
+
+
+def peak_rss_mb(pid):
+    """The peak resident memory (VmHWM) of process `pid` in MB, or None where /proc cannot tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match[1]) / 1024 if match else None
 
 
 def signature_inputs(rest_host, rest_port, name, signature):
@@ -301,6 +312,7 @@ def main(argv=None):
                                                    args.signature, specs, batch, args.length, pool, fixed,
                                                    args.in_process_repeats)
     finally:
+        server_peak = peak_rss_mb(process.pid) if process is not None else None
         if process is not None:
             process.terminate()
             process.wait(timeout=60)
@@ -312,6 +324,8 @@ def main(argv=None):
         extra = f"{local * 1e3:14.2f} {row['p50'] / (local * 1e3):9.1f}" if local else f"{'-':>14} {'-':>9}"
         print(f"{row['protocol']:8} {row['batch']:5d} {row['clients']:7d} {row['errors']:6d} {row['p50']:8.2f} "
               f"{row['p95']:8.2f} {row['p99']:8.2f} {row['rps']:8.1f} {row['rows']:9.1f} {extra}")
+    if server_peak is not None:
+        print(f"server peak resident memory (VmHWM): {server_peak:,.0f} MB")
     if process is not None and process.returncode not in (0, None):
         print(f"warning: the server exited with status {process.returncode}")
     return 1 if any(row["errors"] for row in rows) else 0

@@ -15,6 +15,7 @@ import clothing_data
 import evaluation_speed
 import flops
 import multi_worker
+import sampled_softmax
 import training_speed
 from conftest import make_config
 
@@ -74,6 +75,40 @@ def test_clothing_data_cli_errors(tiny_data, capsys):
             clothing_data.main(argv)
         assert exit_info.value.code == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_clothing_data_ids_only_with_counts(tmp_path):
+    path = tmp_path / "ids"
+    argv = ["--out", str(path), "--items", "500", "--users", "30", "--interactions", "400", "--no-features"]
+    assert clothing_data.main(argv + ["--seed", "2"]) == 0
+    dataset = load_dataset(path)
+    assert dataset.manifest["counts"] == {"users": 30, "items": 500, "interactions": 400}
+    assert dataset.modality_configs() == () and not any((path / "features").iterdir())
+    assert dataset.manifest["name"] == "clothing-scale-seed2-x1-interactions400-items500-users30-ids"
+    again = tmp_path / "again"
+    assert clothing_data.main(["--out", str(again)] + argv[2:] + ["--seed", "2"]) == 0
+    for name in ("items.parquet", "interactions.parquet"):  # same seed, same bytes
+        assert (path / name).read_bytes() == (again / name).read_bytes()
+    # The ID-only catalogue is the featured one's without the tables: same items, truth and sequences.
+    counts = {"items": 500, "users": 30, "interactions": 400}
+    featured = clothing_data.generate_clothing(seed=2, progress=None, counts=counts)
+    ids = clothing_data.generate_clothing(seed=2, progress=None, counts=counts, features=False)
+    assert ids[2] == {} and featured[2]["image"].values.shape == (501, 1000)
+    assert ids[0].equals(featured[0]) and ids[1].equals(featured[1])
+    for key in ("style", "brand", "successor"):
+        np.testing.assert_array_equal(ids[3][key], featured[3][key])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "x", "--items", "0"], "positive integer"),
+    (["--out", "x", "--users", "10", "--interactions", "20"], "each needs 5-100"),
+    (["--items", "100"], "need --out"),
+    (["--no-features"], "need --out"),
+])
+def test_clothing_data_count_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        clothing_data.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_clothing_dataset_is_cached(tmp_path, monkeypatch):
@@ -219,3 +254,18 @@ def test_multi_worker_benchmark_end_to_end(tiny_data, capsys):
     assert "2 workers / 1 process (fit):" in out
     with pytest.raises(SystemExit):
         multi_worker.main(["--epochs", "1"])
+
+
+def test_sampled_softmax_guards_the_full_softmax(tiny_data):
+    row = sampled_softmax.measure(str(tiny_data), "mfn4rec", "full", 1, "uniform", 2, 1, "none", full_limit_mb=0)
+    assert row["skipped"] and row["items"] == 388 and "ms" not in row
+    assert 0 < row["mean_logits_mb"] <= row["logits_mb"] <= row["epoch_logits_mb"] <= 64 * 100 * 389 * 4 / 2**20
+
+
+def test_serve_load_reads_a_peak_rss():
+    import os
+
+    import serve_load
+
+    assert serve_load.peak_rss_mb(os.getpid()) > 10
+    assert serve_load.peak_rss_mb(2**22 + 1) is None  # past Linux's pid_max: no such process
