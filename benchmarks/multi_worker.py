@@ -36,7 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TIMEOUT = 1800
 
 
-def _free_ports(count):
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1 (bound, read, released)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +84,7 @@ def worker(args):
 
 def _run(args, mode, processes, folder):
     """Runs `processes` worker processes of `mode`; returns the chief's JSON report."""
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(processes)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)]
     command = [sys.executable, __file__, "--worker", mode, "--data", str(args.data), "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size)]
     started = []

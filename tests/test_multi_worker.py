@@ -5,13 +5,15 @@ mid-run whose cluster resumes."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from multi_worker import free_ports
 
 from mfn4rec_tf import fit
 from mfn4rec_tf.cluster import ClusterError, parse_cluster, read_cluster
@@ -100,19 +102,9 @@ def small_data(tmp_path_factory):
     return write_dataset(path, name="small", items=items, interactions=interactions, features=features)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_cluster(args, logs):
     """Starts two `fit` workers on 127.0.0.1 (free ports); returns their processes."""
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",

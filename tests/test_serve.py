@@ -141,14 +141,18 @@ def _start(base, name, **kwargs):
     return serve.ModelServer(serve.ModelManager(name, base, **manager_options), **options).start()
 
 
-@pytest.fixture(scope="module")
-def rec(templates, tmp_path_factory):
+def _rec_server(templates, tmp_path_factory, **options):
     """The recommender with versions 1 (offset 0) and 2 (offset 1) loaded, labels stable=1, canary=2."""
     base = tmp_path_factory.mktemp("rec_base") / "rec"
     base.mkdir()
     _version(base, 1, templates["rec0"])
     _version(base, 2, templates["rec1"])
-    server = _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2}, max_body_bytes=64 * 1024)
+    return _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2}, **options)
+
+
+@pytest.fixture(scope="module")
+def rec(templates, tmp_path_factory):
+    server = _rec_server(templates, tmp_path_factory, max_body_bytes=64 * 1024)
     yield server
     server.stop()
 
@@ -156,12 +160,8 @@ def rec(templates, tmp_path_factory):
 @pytest.fixture(scope="module")
 def rec_batched(templates, tmp_path_factory):
     """`rec` with --enable_batching --max_batch_size 8 --pad_variable_length_inputs."""
-    base = tmp_path_factory.mktemp("rec_batched_base") / "rec"
-    base.mkdir()
-    _version(base, 1, templates["rec0"])
-    _version(base, 2, templates["rec1"])
-    server = _start(base, "rec", num_versions=2, labels={"stable": 1, "canary": 2},
-                    batching=serve.batching.BatchingOptions(8, pad_variable_length_inputs=True))
+    server = _rec_server(templates, tmp_path_factory,
+                         batching=serve.BatchingOptions(8, pad_variable_length_inputs=True))
     yield server
     server.stop()
 

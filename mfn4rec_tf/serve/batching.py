@@ -71,8 +71,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._queues = {}  # merge key -> list of waiting _Request
         self._running = set()  # merge keys with a call under way
-        self.calls = 0  # model calls made (for tests and logs)
-        self.merged = 0  # requests answered by a call shared with another
+        self.merged = 0  # requests answered by a call shared with another (for tests)
 
     def run(self, signature, arrays):
         rows = _rows(arrays)
@@ -121,7 +120,6 @@ class Batcher:
             total = sum(request.rows for request in taken)
             try:
                 outputs = signature.call(self._merge([request.arrays for request in taken]))
-                self.calls += 1
             except Exception:  # e.g. one request's runtime error: each runs alone below and gets its own
                 outputs = None
             if outputs is not None and any(np.ndim(v) == 0 or np.shape(v)[0] != total for v in outputs.values()):
@@ -136,7 +134,6 @@ class Batcher:
             for request in taken:
                 try:
                     request.result = signature.call(request.arrays)
-                    self.calls += 1
                 except Exception as error:  # a ServingError from the model, raised in the request's thread
                     request.error = error
         for request in taken:
