@@ -1,10 +1,12 @@
 """Training step time and peak memory, full softmax against the sampled softmax, on one dataset.
 
     python benchmarks/sampled_softmax.py --data DIR [--negatives 256,1024,4096] [--sampler uniform]
-                                         [--model mfn4rec] [--batches 30] [--warmup 5]
-                                         [--full-limit-mb 4096]
+                                         [--chunks 1024,4096] [--model mfn4rec] [--batches 30]
+                                         [--warmup 5] [--full-limit-mb 4096]
 
-Each configuration (`full`, then `sampled` with each S) runs in its own process (so each peak
+Each configuration (`full`: Keras' softmax cross-entropy; `chunked` with each C of `--chunks`: the
+same loss computed C items at a time, `train.softmax_chunk`; then `sampled` with each S) runs in its
+own process (so each peak
 resident memory is its own) through the code path of `python -m mfn4rec_tf.fit`: `RunConfig`
 (leave-one-out, validation mode, batch 64, targets all, max_length 100), `training.new_model` and
 `model.fit` on the first `warmup + batches` batches of epoch 0 of `TrainingInput` (the same batches
@@ -44,7 +46,11 @@ def measure(data, model, loss, negatives, sampler, batches, warmup, modalities, 
     from mfn4rec_tf.training import new_model, open_data
 
     overrides = [f"data.path={data}", "data.protocol=leave-one-out", f"model.variant={model}",
-                 f"train.loss={loss}", f"train.num_negatives={negatives}", f"train.sampler={sampler}"]
+                 f"train.sampler={sampler}"]
+    if loss == "chunked":  # the full loss, `negatives` items at a time
+        overrides += ["train.loss=full", f"train.softmax_chunk={negatives}"]
+    else:
+        overrides += [f"train.loss={loss}", f"train.num_negatives={negatives}"]
     if modalities is not None:  # "none" or "a,b" as fit's --modalities takes it; --set wants a YAML list
         names = [] if modalities.strip().lower() == "none" else [m.strip() for m in modalities.split(",") if m.strip()]
         overrides.append(f"data.modalities=[{', '.join(names)}]")
@@ -88,6 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modalities", default=None, help="comma-separated, or none (default: all the data has)")
     parser.add_argument("--negatives", default="256,1024,4096", help="comma-separated S values")
     parser.add_argument("--sampler", default="uniform")
+    parser.add_argument("--chunks", default="", help="comma-separated C values of the chunked full softmax")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--full-limit-mb", type=float, default=4096,
@@ -102,7 +109,8 @@ def main(argv=None) -> int:
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} ({os.cpu_count()} cores), "
           f"python {platform.python_version()}; {args.model} on {args.data}, {args.batches} timed steps after "
           f"{args.warmup}, sampler {args.sampler}")
-    configs = [("full", 1)] + [("sampled", int(s)) for s in args.negatives.split(",") if s]
+    configs = ([("full", 1)] + [("chunked", int(c)) for c in args.chunks.split(",") if c]
+               + [("sampled", int(s)) for s in args.negatives.split(",") if s])
     rows = []
     for loss, negatives in configs:
         command = [sys.executable, __file__, "--data", args.data, "--model", args.model, "--sampler", args.sampler,
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
     if full.get("skipped"):
         print(f"full softmax not run: the largest measured batch's logits are past --full-limit-mb "
               f"{args.full_limit_mb:g}; its softmax and gradient take as much again each")
-    print(f"{'loss':<8} {'S':>6} {'ms/step':>9} {'cpu ms':>9} {'s/epoch':>9} {'peak MB':>9} {'speed-up':>9}")
+    print(f"{'loss':<8} {'S or C':>6} {'ms/step':>9} {'cpu ms':>9} {'s/epoch':>9} {'peak MB':>9} {'speed-up':>9}")
     for loss, negatives, row in rows:
         label = "-" if loss == "full" else str(negatives)
         if row.get("skipped"):

@@ -68,6 +68,8 @@ FLAGS = {
                                   "correction; evaluation always ranks every item)"),
     "--num-negatives": ("train.num_negatives", int, "negatives per batch of the sampled loss"),
     "--sampler": ("train.sampler", str, f"negatives of the sampled loss: {', '.join(SAMPLERS)}"),
+    "--softmax-chunk": ("train.softmax_chunk", int, "full loss: 0 = Keras' softmax over every position; C > 0 = the "
+                                                    "same loss at the real positions, C items at a time"),
 }
 """flag -> (config key, type, help text or a function giving it at parse time)."""
 

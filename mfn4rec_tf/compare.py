@@ -509,7 +509,7 @@ def _seconds(seconds):
 # ---- command line ----
 
 FLAGS = cli.flags(
-    "--data", "--protocol", "--modalities", "--patience", "--loss", "--num-negatives", "--sampler",
+    "--data", "--protocol", "--modalities", "--patience", "--loss", "--num-negatives", "--sampler", "--softmax-chunk",
     modalities=("comma-separated feature modalities to use, or 'none' for item IDs only; a model needing one that "
                 "is left out is reported n/a (default: every modality of the dataset)"),
     budget=("train.epochs", int, "most epochs of each model's selection phase, the same for every model"),

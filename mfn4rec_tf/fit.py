@@ -22,7 +22,7 @@ log = logging.getLogger("mfn4rec_tf.fit")
 
 FLAGS = cli.flags("--data", "--protocol", "--modalities", "--max-length", "--model", "--dropout", "--epochs",
                   "--batch-size", "--learning-rate", "--targets", "--patience", "--seed", "--strategy",
-                  "--loss", "--num-negatives", "--sampler")
+                  "--loss", "--num-negatives", "--sampler", "--softmax-chunk")
 
 
 def parse_args(argv=None):

@@ -106,6 +106,10 @@ class TrainSection:
         loss: `full` (softmax cross-entropy over every item) or `sampled` (sampled softmax with the
             logQ correction over the target and `num_negatives` shared negatives, `mfn4rec_tf.sampled`).
         num_negatives: S, the negatives of each batch for `loss: sampled`.
+        softmax_chunk: for `loss: full`, 0 = Keras' softmax cross-entropy over the `(B, T, N + 1)`
+            logits of every position; C > 0 = the same loss at the real positions only, computed C
+            items at a time with its own gradient (`mfn4rec_tf.chunked_softmax`; one device, models
+            with an `ItemLogits` layer; the others train with Keras' whatever this says).
         sampler: how the negatives are drawn: `uniform`, `popularity` or `in-batch`.
     """
 
@@ -123,6 +127,7 @@ class TrainSection:
     loss: str = "full"
     num_negatives: int = 1024
     sampler: str = "uniform"
+    softmax_chunk: int = 0
 
 
 @dataclass
@@ -170,6 +175,9 @@ class RunConfig:
         if train.sampler not in SAMPLERS:
             raise ValueError(f"`train.sampler` must be one of {SAMPLERS}. Received: {train.sampler!r}")
         check_positive_int("train.num_negatives", train.num_negatives)
+        if isinstance(train.softmax_chunk, bool) or not isinstance(train.softmax_chunk, int) or train.softmax_chunk < 0:
+            raise ValueError("`train.softmax_chunk` must be 0 (Keras' softmax) or a positive number of items. "
+                             f"Received: {train.softmax_chunk!r}")
         if train.loss != "sampled" or spec.sampled_loss is None:
             return
         if spec.sampled_loss is False:

@@ -89,6 +89,17 @@ class CandidateSampler:
         self.log_q = tf.constant(np.log(np.maximum(q, 1e-300)), tf.float32)
         self.seed_generator = seed_generator
 
+    @property
+    def seed_states(self) -> list:
+        """The state variables that continue its draws (checkpointed beside the model's)."""
+        return [self.seed_generator.state]
+
+    def loss(self, h, targets, weights, item_logits):
+        """The sampled softmax loss of `h` `(M, d)` at M real positions with `targets` and `weights` `(M,)`."""
+        negatives = self.sample(targets)
+        logits = sampled_logits(h, targets, negatives, item_logits.kernel, item_logits.bias, self.probabilities)
+        return sampled_softmax_loss(logits, weights)
+
     def sample(self, targets):
         """`(S,)` int32 negatives for the batch whose real targets are `targets` (1-D)."""
         if self.kind == "in-batch":
@@ -134,7 +145,10 @@ def sampled_softmax_loss(logits, weights):
 
 
 class _SampledTraining:
-    """What a `SampledSoftmaxModel` trains with (kept off Keras' tracking: it is rebuilt, not saved)."""
+    """What a `SampledSoftmaxModel` trains with (kept off Keras' tracking: it is rebuilt, not saved):
+    the encoder up to the user representation, the `ItemLogits` layer, and the objective (a
+    `CandidateSampler`, or `chunked_softmax.ChunkedSoftmax`), whose `loss(h, targets, weights,
+    item_logits)` takes the representations at the batch's real positions."""
 
     def __init__(self, model, sampler):
         names = {layer.name for layer in model.layers}
@@ -147,9 +161,10 @@ class _SampledTraining:
 @keras.saving.register_keras_serializable(package="mfn4rec")
 class SampledSoftmaxModel(keras.Model):
     """A model of the package (functional, same layers and outputs) whose `fit` trains with the
-    sampled softmax of this module once `attach_sampler` gave it a sampler; without one it trains
-    as any Keras model. It keeps `keras.Model`'s constructor, so Keras saves and loads it as a
-    functional model; the sampler is not saved (`training.py` attaches it again on resume).
+    sampled softmax of this module once `attach_sampler` gave it a sampler (or with the chunked full
+    softmax of `mfn4rec_tf.chunked_softmax`); without one it trains as any Keras model. It keeps
+    `keras.Model`'s constructor, so Keras saves and loads it as a functional model; the sampler is not
+    saved (`training.py` attaches it again on resume).
     """
 
     def train_step(self, data):
@@ -171,29 +186,28 @@ class SampledSoftmaxModel(keras.Model):
             real = flat_weights > 0
             h, flat_targets, flat_weights = (tf.boolean_mask(h, real), tf.boolean_mask(flat_targets, real),
                                              tf.boolean_mask(flat_weights, real))
-            negatives = sampled.sampler.sample(flat_targets)
-            logits = sampled_logits(h, flat_targets, negatives, sampled.item_logits.kernel, sampled.item_logits.bias,
-                                    sampled.sampler.probabilities)
-            loss = sampled_softmax_loss(logits, flat_weights)
+            loss = sampled.sampler.loss(h, flat_targets, flat_weights, sampled.item_logits)
             extra = sampled.encoder.losses  # e.g. MV-RNN-3mDAE's reconstruction loss
             if extra:
                 loss = loss + tf.add_n([tf.cast(term, loss.dtype) for term in extra])
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        # Keras' own loss tracker (the mean over the epoch's batches, what `fit` reports as "loss"; Keras
-        # reads its metrics, not this step's return value, when their names agree).
-        self._loss_tracker.update_state(loss)
+        # Keras' own loss tracker (what `fit` reports as "loss"; Keras reads its metrics, not this step's
+        # return value, when their names agree), weighted by the batch's rows as Keras' own step does.
+        rows = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+        self._loss_tracker.update_state(loss, sample_weight=rows)
         return {"loss": self._loss_tracker.result()}
 
 
-def attach_sampler(model: keras.Model, sampler: CandidateSampler) -> SampledSoftmaxModel:
+def attach_sampler(model: keras.Model, sampler) -> SampledSoftmaxModel:
     """`model` as a `SampledSoftmaxModel` (the same layers; `model` itself when it is one) that trains
-    with `sampler`'s candidates. Raises ValueError when the model has no `ItemLogits` output layer."""
+    with `sampler`'s objective (a `CandidateSampler`, or `chunked_softmax.ChunkedSoftmax`). Raises
+    ValueError when the model has no `ItemLogits` output layer."""
     from mfn4rec_tf.layers import ItemLogits
 
     layer = model.get_layer("item_logits")
     if type(layer) is not ItemLogits:
-        raise ValueError(f"The sampled loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
+        raise ValueError(f"This loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
                          f"scores items with {type(layer).__name__}.")
     if not isinstance(model, SampledSoftmaxModel):
         model = SampledSoftmaxModel(model.input, model.output, name=model.name)
@@ -204,4 +218,4 @@ def attach_sampler(model: keras.Model, sampler: CandidateSampler) -> SampledSoft
 def sampler_seed_states(model) -> list:
     """The state variables of the sampler attached to `model` (checkpointed beside the model's own)."""
     sampled = getattr(model, "__dict__", {}).get("_sampled")
-    return [] if sampled is None else [sampled.sampler.seed_generator.state]
+    return [] if sampled is None else list(sampled.sampler.seed_states)

@@ -318,12 +318,20 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
 
 
 def with_training_loss(model, config: RunConfig, sequences):
-    """`model` ready for `train.loss`: itself for `full` (or a model that trains by no loss), else a
-    `SampledSoftmaxModel` over the same layers with a `CandidateSampler` of `train.sampler` and
+    """`model` ready for `train.loss`: itself for `full` (or a model that trains by no loss), or with
+    `train.softmax_chunk` > 0 a `SampledSoftmaxModel` training with the chunked full softmax; for
+    `sampled` a `SampledSoftmaxModel` over the same layers with a `CandidateSampler` of `train.sampler` and
     `train.num_negatives` (seeded by `train.seed`), its probabilities from the targets of
     `sequences` (each sequence's items after the first)."""
-    if config.train.loss != "sampled" or registry.get(config.model.variant).sampled_loss is not True:
+    if registry.get(config.model.variant).sampled_loss is not True:
         return model
+    if config.train.loss == "full":
+        if config.train.softmax_chunk <= 0 or config.train.strategy != "none":
+            return model  # Keras' softmax cross-entropy (distributed runs train with it)
+        from mfn4rec_tf.chunked_softmax import ChunkedSoftmax
+        from mfn4rec_tf.sampled import attach_sampler
+
+        return attach_sampler(model, ChunkedSoftmax(config.train.softmax_chunk))
     if sequences is None:
         raise RunError("`train.loss: sampled` needs the training sequences (for the sampler's probabilities).")
     from mfn4rec_tf.sampled import CandidateSampler, attach_sampler

@@ -462,7 +462,7 @@ def _int(value):
 # The fit flags that make sense for a base configuration.
 FLAGS = cli.flags(
     "--data", "--protocol", "--modalities", "--model", "--epochs", "--patience", "--seed", "--loss",
-    "--num-negatives", "--sampler",
+    "--num-negatives", "--sampler", "--softmax-chunk",
     protocol=f"split protocol (its validation split scores the trials): {', '.join(cli.PROTOCOLS)}",
     epochs="most epochs per trial (Hyperband: its max_epochs)",
     patience="early stopping in a trial: epochs without a better validation Recall@20",

@@ -262,6 +262,12 @@ def test_sampled_softmax_guards_the_full_softmax(tiny_data):
     assert 0 < row["mean_logits_mb"] <= row["logits_mb"] <= row["epoch_logits_mb"] <= 64 * 100 * 389 * 4 / 2**20
 
 
+def test_sampled_softmax_times_the_chunked_full_softmax(tiny_data):
+    """A `chunked` row trains (the full loss, C items at a time) past the full-softmax guard."""
+    row = sampled_softmax.measure(str(tiny_data), "mfn4rec", "chunked", 64, "uniform", 2, 1, "none", full_limit_mb=0)
+    assert not row.get("skipped") and row["ms"] > 0 and row["items"] == 388
+
+
 def test_serve_load_reads_a_peak_rss():
     import os
 
