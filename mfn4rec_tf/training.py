@@ -10,6 +10,7 @@ The run directory holds everything the run made::
     logs/                TensorBoard logs (training loss; validation metrics per epoch)
     history.csv          one row per epoch: phase, epoch, loss, validation metrics
     metrics.json, .csv   {"valid": {...}, "test": {...}} full-ranking metrics
+    test_per_user.npz    each test user's Recall@K and NDCG@K (`PER_USER_FILE`)
     training_curves.png  loss and validation Recall@20 per epoch
 
 Every file is written to a temporary name and renamed into place, so a run killed at any moment
@@ -41,7 +42,7 @@ import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
 from mfn4rec_tf import registry
-from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_text
+from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_npz, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
@@ -71,13 +72,31 @@ def modality_names(config: RunConfig, dataset):
     return config.modality_names(dataset)
 
 
-def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True) -> dict:
-    """Full-ranking metrics of a "last"-mode model on a split's histories and targets."""
+def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True, per_user=False):
+    """Full-ranking metrics of a "last"-mode model on a split's histories and targets; with
+    `per_user`, the pair `(metrics, per-user values)` (`RankingMetrics.per_user_result`, in the
+    order of `split.user_ids`)."""
     data = RankingInput(dataset, split.histories, split.targets, modalities=names,
                         batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
     steps = -(-len(split.histories) // config.train.eval_batch_size)
     return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
-                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb)
+                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb,
+                                    per_user=per_user)
+
+
+PER_USER_FILE = "test_per_user.npz"
+"""Each test user's own metrics in a run directory: `user_id` (the split's users) and one float64
+array per `RankingMetrics.per_user_keys()` key (`recall@20`, `ndcg@20`, ...), NaN for a user without
+targets. `compare` pairs two models' `recall@20` by user for its significance test."""
+
+
+def read_per_user(run_dir) -> dict | None:
+    """The arrays of a run's `PER_USER_FILE`, or None when the run has none."""
+    path = Path(run_dir) / PER_USER_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
 
 
 def training_input(config: RunConfig, dataset, split, names, epoch=0) -> TrainingInput:
@@ -136,7 +155,9 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
         return None
     with trainer.scope():
         final = load_model(run_dir / "model.keras")
-    test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
+    test_metrics, per_user = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress,
+                                            per_user=True)
+    write_npz(run_dir / PER_USER_FILE, user_id=np.asarray([str(u) for u in test.user_ids]), **per_user)
     state["phase"] = "done"
     result = _finish(run_dir, state, state["best_valid"], test_metrics)
     trainer.done()
