@@ -228,8 +228,9 @@ class EpochResult:
 
 STOP_REASONS = ("patience", "epochs", "max_steps", "max_minutes")
 """What ends a selection phase: no better validation Recall@20 for `train.patience` epochs, the last
-epoch (`train.epochs`, or the model's own most), the step budget, the wall-clock budget. When
-several hold after the same epoch, the first of this order is recorded."""
+epoch (`train.epochs`, or the model's own most), the step budget, the wall-clock budget. A budget
+that cut the last epoch short is recorded as what ended the phase; otherwise, when several hold after
+the same epoch, the first of this order is."""
 
 
 def describe_stop(reason, config: RunConfig) -> str:
@@ -350,10 +351,13 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         reasons = [epoch + 1 - best_epoch >= config.train.patience, epoch + 1 == last_epoch,
                    max_steps is not None and total_steps >= max_steps,
                    max_minutes is not None and seconds >= 60.0 * max_minutes]
-        (stopped,) = trainer.agree(next((i for i, hit in enumerate(reasons) if hit), -1))  # the chief's clock
+        cut_short = budget is not None and budget.reason is not None
+        first = (STOP_REASONS.index(budget.reason) if cut_short
+                 else next((i for i, hit in enumerate(reasons) if hit), -1))
+        (stopped,) = trainer.agree(first)  # the chief's clock
         stopped_by = STOP_REASONS[int(stopped)] if int(stopped) >= 0 else None
         yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stopped_by is not None,
-                          epoch_steps=epoch_steps, cut_short=budget is not None and budget.reason is not None,
+                          epoch_steps=epoch_steps, cut_short=cut_short,
                           total_steps=total_steps, seconds=seconds, stopped_by=stopped_by)
         if stopped_by is not None:
             return
