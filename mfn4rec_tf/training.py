@@ -352,10 +352,8 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
                    max_steps is not None and total_steps >= max_steps,
                    max_minutes is not None and seconds >= 60.0 * max_minutes]
         cut_short = budget is not None and budget.reason is not None
-        first = (STOP_REASONS.index(budget.reason) if cut_short
-                 else next((i for i, hit in enumerate(reasons) if hit), -1))
-        (stopped,) = trainer.agree(first)  # the chief's clock
-        stopped_by = STOP_REASONS[int(stopped)] if int(stopped) >= 0 else None
+        # (multi-worker runs take no budget, so every worker reaches the same decision)
+        stopped_by = budget.reason if cut_short else next((r for r, hit in zip(STOP_REASONS, reasons) if hit), None)
         yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stopped_by is not None,
                           epoch_steps=epoch_steps, cut_short=cut_short,
                           total_steps=total_steps, seconds=seconds, stopped_by=stopped_by)
