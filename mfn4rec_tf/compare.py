@@ -588,7 +588,7 @@ def _significance_notes(results, seeds) -> list:
         return []
     best = max((r for r in results if r.status == "ok"), key=lambda r: r.test[SIGNIFICANCE_METRIC])
     same = [f"{r.model} (p = {r.p_value:.3g})" for r in tested if not r.significant]
-    differ = [f"{r.model} (p = {r.p_value:.2g})" for r in tested if r.significant]
+    differ = [f"{r.model} (p = {r.p_value:.3g})" for r in tested if r.significant]
     averaged = f", averaged over the {seeds} seeds" if seeds > 1 else ""
     return ["", (f"{NOT_SIGNIFICANT} Not significantly different from {best.model}, the best mean Recall@20, at the "
                  f"{SIGNIFICANCE_LEVEL:.0%} level: two-sided Wilcoxon signed-rank test over the test users, paired by "
