@@ -59,3 +59,14 @@ def save_model(model, path) -> Path:
     with _replacing(path, ".tmp.keras") as tmp:  # Keras wants the .keras suffix
         model.save(tmp)
     return path
+
+
+def write_npz(path, **arrays) -> Path:
+    """`np.savez(path, **arrays)` atomically (`path` keeps its own name; no `.npz` is appended)."""
+    import numpy as np
+
+    path = Path(path)
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as file:
+            np.savez(file, **arrays)
+    return path

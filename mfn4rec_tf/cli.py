@@ -55,6 +55,11 @@ FLAGS = {
     "--modalities": ("data.modalities", str, "comma-separated feature modalities to use, or 'none' for item IDs "
                                              "only (default: every modality of the dataset)"),
     "--max-length": ("data.max_length", int, "longest history fed to the model"),
+    "--train-windows": ("data.train_windows", str, "training on long sequences: their last max-length steps "
+                                                   "(last) or windows over all of them (sliding)"),
+    "--window-stride": ("data.window_stride", int, "targets per window of --train-windows sliding"),
+    "--max-steps": ("train.max_steps", int, "training-step budget of the selection phase (stops mid-epoch)"),
+    "--max-minutes": ("train.max_minutes", float, "wall-clock budget of the selection phase, in minutes"),
     "--model": ("model.variant", str, _model_help),
     "--dropout": ("model.dropout", float, "dropout of every FC block"),
     "--epochs": ("train.epochs", int, "most epochs of the selection phase"),

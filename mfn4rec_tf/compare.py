@@ -1,7 +1,8 @@
 """The paper's comparison as one command: `python -m mfn4rec_tf.compare`.
 
     python -m mfn4rec_tf.compare --data DIR --protocol paper [--models pop,lstm,mfn4rec,...] [--budget EPOCHS]
-        [--patience P] [--modalities image,text] [--config YAML] [--set section.key=value ...] --out OUT
+        [--patience P] [--max-steps S] [--max-minutes M] [--seeds N] [--modalities image,text] [--config YAML]
+        [--set section.key=value ...] --out OUT
 
 Every model (default: every model of `mfn4rec_tf.registry`: `pop`, the paper's baselines and
 SASRec, MFN4Rec and its three ablations) is trained by `training.run_training`, exactly as
@@ -12,12 +13,26 @@ step and one test evaluation. A model that needs a modality the data (or --modal
 reported as `n/a` with the reason; a model whose run raises is reported as `failed` with the error,
 the others still run, and the exit status is 1.
 
+Budgets: besides the epochs, `--max-steps` and `--max-minutes` (`train.max_steps`,
+`train.max_minutes`) end each model's selection phase after as many training steps or as much wall
+time, the same for every model (`training.train_and_select`); what ended each run is in the table.
+
+Seeds (`--seeds N`, default 1): each model is trained N times, with the seeds `train.seed`,
+`train.seed + 1`, ..., in `runs/<model>/seed<S>/` (with N = 1, `runs/<model>/` as always); the
+table shows each metric's mean ± standard deviation (n - 1) over the seeds, compare.json and
+`results_per_seed.csv` every seed's values. The model with the best mean test Recall@20 is compared
+with each other one by a Wilcoxon signed-rank test over the test users (`mfn4rec_tf.stats`, zeros
+dropped, tie-corrected normal approximation, two-sided) on their per-user Recall@20
+(`test_per_user.npz` of each run, averaged over the seeds, paired by user); a Recall@20 that the
+test does not find different from the best one at the 5% level is marked `†`.
+
 OUT holds::
 
-    runs/<model>/    the model's run directory (see `mfn4rec_tf.training`)
+    runs/<model>/    the model's run directory (see `mfn4rec_tf.training`); runs/<model>/seed<S>/ with --seeds > 1
     results.md       the test metrics in percent, like the paper's Tables 3-4, under a header that
                      says what was compared where (data, protocol, budget, date, machine, command)
-    results.csv      the same as fractions, with each model's status
+    results.csv      the same as fractions, with each model's status (and the std and p-value columns)
+    results_per_seed.csv  one row per model and seed (with --seeds > 1)
     comparison.png   Recall@20/@30 and MAP@20/@30 per model (Tables 3-4 as bars)
     ablation.png     MFN4Rec against -g, -m, -add (Figure 2), when at least two of them ran
     compare.json     everything above, machine-readable, plus each run's validation metrics
@@ -47,9 +62,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np
 import yaml
 
-from mfn4rec_tf import cli, registry, training
+from mfn4rec_tf import cli, registry, stats, training
 from mfn4rec_tf._atomic import write_text
 from mfn4rec_tf._checks import NotApplicable
 from mfn4rec_tf._version import __version__
@@ -73,6 +89,11 @@ TITLES = {"recall": "Recall", "map": "MAP", "ndcg": "NDCG"}
 STATUSES = ("ok", "n/a", "failed", "not run")
 RUNS_DIR = "runs"
 RECORD = "compare.json"
+PER_SEED = "results_per_seed.csv"
+SIGNIFICANCE_METRIC = "recall@20"
+SIGNIFICANCE_LEVEL = 0.05
+NOT_SIGNIFICANT = "†"
+"""The mark of a Recall@20 that the paired test does not find different from the best model's."""
 
 
 class CompareError(ValueError):
@@ -91,6 +112,7 @@ class Entry:
             written: cleared, then trained), `"resume"` (an interrupted run) or `"reuse"` (finished);
             `None` when the model is not applicable.
         not_applicable: why the model cannot run on this data, or None.
+        seed: the run's `train.seed`.
     """
 
     model: str
@@ -98,6 +120,7 @@ class Entry:
     run_dir: Path
     action: str | None
     not_applicable: str | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -115,8 +138,17 @@ class Result:
             keeps the time recorded when it was trained; None if none was recorded).
         selected_epoch: the epoch chosen on validation Recall@20.
         epochs_run: the epochs of the selection phase.
-        valid, test: the run's `metrics.json` entries (fractions), or None.
+        valid, test: the run's `metrics.json` entries (fractions), or None; with several seeds,
+            the means over the seeds.
         error: the traceback of a failed run.
+        seed: the run's seed (one run), or None (a model over several seeds).
+        stopped_by: what ended the selection phase (`training.STOP_REASONS`); with several seeds,
+            the reasons of the seeds, comma-separated when they differ.
+        valid_std, test_std: with several seeds, each metric's standard deviation (n - 1), else None.
+        seeds: with several seeds, each seed's own `Result` (as a dict), else None.
+        p_value: the Wilcoxon signed-rank test's p-value of this model's per-user Recall@20 against
+            the best model's (None for the best one, or when it could not be computed).
+        significant: whether `p_value` < 0.05; None when there is no p-value.
     """
 
     model: str
@@ -130,6 +162,13 @@ class Result:
     valid: dict | None = None
     test: dict | None = None
     error: str | None = None
+    seed: int | None = None
+    stopped_by: str | None = None
+    valid_std: dict | None = None
+    test_std: dict | None = None
+    seeds: list | None = None
+    p_value: float | None = None
+    significant: bool | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -173,6 +212,8 @@ def make_plan(args) -> Plan:
         CompareError, DatasetError (a ValueError), ValueError, KeyError: naming what is wrong.
     """
     models = parse_models(args.models)
+    if args.seeds < 1:
+        raise CompareError(f"--seeds must be at least 1. Received: {args.seeds}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out} exists and is not a directory.")
@@ -189,22 +230,24 @@ def make_plan(args) -> Plan:
         raise CompareError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
                            f"({' and '.join(empty)} split).")
 
+    seeds = [base.train.seed + i for i in range(args.seeds)]
     entries = []
     for model in models:
-        run_dir = out / RUNS_DIR / model
-        try:
-            config = cli.resolve(args, FLAGS, [f"model.variant={model}"])  # with the model's preset
-            config.modality_names(dataset)
-        except NotApplicable as reason:  # a modality the data lacks, or a setting the model cannot take
-            config = base
-            entries.append(Entry(model, config, run_dir, None, not_applicable=str(reason)))
-            continue
-        try:
-            config.model_config(dataset)
-        except ValueError as error:
-            raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
-                               f"(change them, or leave {model} out of --models).") from None
-        entries.append(Entry(model, config, run_dir, _existing_run(run_dir, config)))
+        for seed in seeds:
+            run_dir = out / RUNS_DIR / model if len(seeds) == 1 else out / RUNS_DIR / model / f"seed{seed}"
+            extra = [f"model.variant={model}"] + ([f"train.seed={seed}"] if len(seeds) > 1 else [])
+            try:
+                config = cli.resolve(args, FLAGS, extra)  # with the model's preset
+                config.modality_names(dataset)
+            except NotApplicable as reason:  # a modality the data lacks, or a setting the model cannot take
+                entries.append(Entry(model, base, run_dir, None, not_applicable=str(reason), seed=seed))
+                break  # the same for every seed
+            try:
+                config.model_config(dataset)
+            except ValueError as error:
+                raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
+                                   f"(change them, or leave {model} out of --models).") from None
+            entries.append(Entry(model, config, run_dir, _existing_run(run_dir, config), seed=seed))
 
     counts = dataset.manifest["counts"]
     summary = {
@@ -224,8 +267,11 @@ def make_plan(args) -> Plan:
                           "targets": int(sum(len(t) for t in split.targets))}
                    for mode, split in splits.items()},
         "budget": base.train.epochs,
+        "max_steps": base.train.max_steps,
+        "max_minutes": base.train.max_minutes,
         "patience": base.train.patience,
         "seed": base.train.seed,
+        "seeds": seeds,
         "retrain": base.retrain,
         "settings": _shared_settings(base),
     }
@@ -292,7 +338,7 @@ def run_entry(entry: Entry, progress: bool, previous: dict | None) -> Result:
         The model's `Result`. An exception of the run is caught and reported as `failed`.
     """
     if entry.not_applicable is not None:
-        return Result(entry.model, "n/a", note=entry.not_applicable)
+        return Result(entry.model, "n/a", note=entry.not_applicable, seed=entry.seed)
     run_dir = entry.run_dir
     spent = 0.0  # a resumed run's time in the sessions before, when an earlier comparison recorded it
     if (entry.action == "resume" and previous and previous.get("status") in ("failed", "not run")
@@ -300,6 +346,7 @@ def run_entry(entry: Entry, progress: bool, previous: dict | None) -> Result:
         spent = float(previous["seconds"])
     if entry.action == "reuse":
         result = _read_run(entry.model, run_dir, "reused")
+        result.seed = entry.seed
         recorded = previous.get("seconds") if previous and previous.get("status") == "ok" else None
         result.seconds = recorded
         if recorded is None:
@@ -315,18 +362,27 @@ def run_entry(entry: Entry, progress: bool, previous: dict | None) -> Result:
     except Exception as error:
         seconds = time.perf_counter() - started + spent
         return Result(entry.model, "failed", note=_one_line(error), run_dir=str(run_dir), seconds=seconds,
-                      error=traceback.format_exc())
+                      error=traceback.format_exc(), seed=entry.seed)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - started + spent
         raise Interrupted(Result(entry.model, "not run", note="interrupted", run_dir=str(run_dir),
-                                 seconds=seconds)) from None
+                                 seconds=seconds, seed=entry.seed)) from None
     finally:
         import keras
 
         keras.backend.clear_session()  # each run builds its own graphs; free the last one's
     result = _read_run(entry.model, run_dir, "resumed" if entry.action == "resume" else "trained")
     result.seconds = time.perf_counter() - started + spent
+    result.seed = entry.seed
     return result
+
+
+def _previous(previous: dict, entry: Entry, seeds: int) -> dict | None:
+    """This run's record in an earlier compare.json: the model's own (one seed), or its seed's."""
+    record = previous.get(entry.model)
+    if seeds == 1 or not record:
+        return record
+    return next((run for run in record.get("seeds") or [] if run.get("seed") == entry.seed), None)
 
 
 class Interrupted(Exception):
@@ -345,7 +401,87 @@ def _read_run(model, run_dir: Path, how: str) -> Result:
     epochs = sum(1 for row in history if row.get("phase") == "select")
     return Result(model, "ok", note="" if how == "trained" else how, run=how, run_dir=str(run_dir),
                   selected_epoch=state.get("best_epoch"), epochs_run=epochs,
-                  valid=metrics.get("valid"), test=metrics.get("test"))
+                  valid=metrics.get("valid"), test=metrics.get("test"), stopped_by=state.get("stopped_by"))
+
+
+def aggregate(model: str, runs, seeds) -> Result:
+    """The `Result` of `model` over its runs, one per seed of `seeds` (in that order).
+
+    With one seed, that run's own result. With several, `ok` when every seed's run is, with each
+    metric's mean (`test`, `valid`) and standard deviation with n - 1 (`test_std`, `valid_std`)
+    over the seeds, the summed time, and each run in `seeds`; else the status of the first seed that
+    is `n/a`, `failed` or `not run` (in that order of precedence), its note naming the seed.
+    """
+    runs = list(runs)
+    if len(seeds) == 1 or (len(runs) == 1 and runs[0].status == "n/a"):
+        return runs[0]
+    records = [r.to_dict() for r in runs]
+    times = [r.seconds for r in runs if r.seconds is not None]
+    for status in ("n/a", "failed", "not run"):
+        stopped = [r for r in runs if r.status == status]
+        if stopped:
+            first = stopped[0]
+            note = first.note if status == "n/a" else f"seed {first.seed}: {first.note}"
+            return Result(model, status, note=note, seconds=sum(times) if times else None, error=first.error,
+                          seeds=records)
+    hows = sorted({r.run for r in runs if r.run and r.run != "trained"})
+    reasons = list(dict.fromkeys(r.stopped_by for r in runs if r.stopped_by))
+    result = Result(model, "ok", note=", ".join(hows), run=runs[0].run if len(hows) <= 1 else "mixed",
+                    run_dir=str(Path(runs[0].run_dir).parent) if runs[0].run_dir else None,
+                    seconds=sum(times) if len(times) == len(runs) else None, stopped_by=", ".join(reasons) or None,
+                    seeds=records)
+    for split in ("valid", "test"):
+        values = [getattr(r, split) or {} for r in runs]
+        keys = [key for key in values[0] if all(isinstance(v.get(key), (int, float)) for v in values)]
+        table = {key: np.array([float(v[key]) for v in values]) for key in keys}
+        setattr(result, split, {key: float(column.mean()) for key, column in table.items()})
+        setattr(result, f"{split}_std", {key: float(column.std(ddof=1)) for key, column in table.items()})
+    return result
+
+
+def per_user_recall(result: Result):
+    """`(user ids, per-user Recall@20 averaged over the result's seeds)` from the runs'
+    `test_per_user.npz`, or a string saying why there is none."""
+    run_dirs = [r["run_dir"] for r in result.seeds] if result.seeds else [result.run_dir]
+    users, columns = None, []
+    for run_dir in run_dirs:
+        data = training.read_per_user(run_dir) if run_dir else None
+        if data is None or SIGNIFICANCE_METRIC not in data:
+            return f"{run_dir} has no {training.PER_USER_FILE} (a run made before it was written)"
+        if users is None:
+            users = data["user_id"]
+        elif not np.array_equal(users, data["user_id"]):
+            return f"{run_dir} was tested on other users than its other seeds"
+        columns.append(data[SIGNIFICANCE_METRIC])
+    return users, np.mean(columns, axis=0)
+
+
+def significance(results) -> str | None:
+    """Sets `p_value` and `significant` of every `ok` result against the one with the best mean test
+    Recall@20 (the paired Wilcoxon signed-rank test of the module docstring); returns the best
+    model's name, or None when fewer than two models have results."""
+    ranked = [r for r in results if r.status == "ok" and r.test and r.test.get(SIGNIFICANCE_METRIC) is not None]
+    if len(ranked) < 2:
+        return None
+    best = max(ranked, key=lambda r: r.test[SIGNIFICANCE_METRIC])
+    reference = per_user_recall(best)
+    for result in ranked:
+        result.p_value = result.significant = None
+        if result is best:
+            continue
+        other = per_user_recall(result)
+        if isinstance(reference, str) or isinstance(other, str):
+            log.info("No significance test of %s against %s: %s.", result.model, best.model,
+                     reference if isinstance(reference, str) else other)
+            continue
+        common, mine, theirs = np.intersect1d(reference[0], other[0], return_indices=True)
+        a, b = reference[1][mine], other[1][theirs]
+        keep = ~(np.isnan(a) | np.isnan(b))
+        if not keep.any():
+            continue
+        result.p_value = float(stats.wilcoxon(a[keep], b[keep]).pvalue)
+        result.significant = result.p_value < SIGNIFICANCE_LEVEL
+    return best.model
 
 
 def describe(result: Result) -> str:
@@ -355,7 +491,9 @@ def describe(result: Result) -> str:
                            if key in result.test)
         epoch = "" if result.selected_epoch is None else f"selected epoch {result.selected_epoch} of " \
                                                          f"{result.epochs_run}; "
-        return f"{scores}  ({epoch}{_seconds(result.seconds)}{', ' + result.run if result.run != 'trained' else ''})"
+        stop = f"ended by {result.stopped_by}; " if result.stopped_by else ""
+        return (f"{scores}  ({epoch}{stop}{_seconds(result.seconds)}"
+                f"{', ' + result.run if result.run != 'trained' else ''})")
     if result.status == "n/a":
         return f"n/a: {result.note}"
     return f"{result.status.upper()} after {_seconds(result.seconds)}: {result.note}"
@@ -374,6 +512,12 @@ def format_markdown(summary: dict, results, command: str) -> str:
     used = ", ".join(summary["modalities"]) or "none (item IDs only)"
     retrain = ("the selected model is retrained on train + validation for its number of epochs, then tested"
                if summary["retrain"] else "the selected model is tested as it is (no retraining)")
+    seeds = summary.get("seeds") or [summary["seed"]]
+    budgets = "".join(f", at most {value} {unit}" for value, unit in
+                      ((summary.get("max_steps"), "training steps"), (summary.get("max_minutes"), "minutes"))
+                      if value is not None)
+    seeding = (f"seed {summary['seed']}" if len(seeds) == 1 else
+               f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation over the seeds")
     lines = [
         f"# Model comparison on {data['name']} ({summary['protocol']} protocol)",
         "",
@@ -383,8 +527,8 @@ def format_markdown(summary: dict, results, command: str) -> str:
          f"({splits['test']['targets']:,} targets); validation split: {splits['validation']['users']:,} users "
          f"({splits['validation']['targets']:,} targets). Feature modalities fed: {used} (to the models that "
          f"read features; bpr, lstm and sasrec read item IDs only, vbpr only `image`)"),
-        (f"- Budget: up to {summary['budget']} epoch(s) per model, early stopping after {summary['patience']} "
-         f"epoch(s) without a better validation Recall@20 (the selection metric), seed {summary['seed']}; "
+        (f"- Budget: up to {summary['budget']} epoch(s) per model{budgets}, early stopping after "
+         f"{summary['patience']} epoch(s) without a better validation Recall@20 (the selection metric), {seeding}; "
          f"{retrain}; a model's own preset may differ (`pop` counts items in one epoch and is always retrained)"),
         f"- Date: {summary['date']}. Machine: {summary['machine']}. Software: {summary['software']}",
         f"- Command: `{command}`",
@@ -408,28 +552,81 @@ def format_markdown(summary: dict, results, command: str) -> str:
                 continue
             value = (result.test or {}).get(key)
             text = "-" if value is None else f"{100 * value:.3f}"
-            cells.append(f"**{text}**" if value is not None and value == best.get(key) else text)
-        cells.append("-" if result.selected_epoch is None else str(result.selected_epoch))
-        cells.append("-" if result.epochs_run is None else str(result.epochs_run))
+            text = f"**{text}**" if value is not None and value == best.get(key) else text
+            spread = (result.test_std or {}).get(key)
+            if spread is not None:
+                text += f" ± {100 * spread:.3f}"
+            if key == SIGNIFICANCE_METRIC and result.significant is False:
+                text += NOT_SIGNIFICANT
+            cells.append(text)
+        cells.append(_per_seed(result, "selected_epoch"))
+        cells.append(_per_seed(result, "epochs_run"))
         cells.append("-" if result.seconds is None else f"{result.seconds:.0f}")
         cells.append(_cell(result.note))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _significance_notes(results, len(seeds))
+    stops = [f"{r.model}: {r.stopped_by}" for r in results if r.status == "ok" and r.stopped_by]
+    if stops:
+        lines += ["", "Selection ended by: " + "; ".join(stops) + "."]
     failed = [r.model for r in results if r.status == "failed"]
     if failed:
         lines += ["", f"Failed: {', '.join(failed)} (the error is in the Note column; the traceback in {RECORD})."]
     return "\n".join(lines) + "\n"
 
 
+def _per_seed(result, attribute):
+    """A table cell of `attribute` (one run's value, or every seed's, separated by `/`)."""
+    if result.seeds and result.status == "ok":
+        return "/".join("-" if run.get(attribute) is None else str(run[attribute]) for run in result.seeds)
+    value = getattr(result, attribute)
+    return "-" if value is None else str(value)
+
+
+def _significance_notes(results, seeds) -> list:
+    tested = [r for r in results if r.status == "ok" and r.p_value is not None]
+    if not tested:
+        return []
+    best = max((r for r in results if r.status == "ok"), key=lambda r: r.test[SIGNIFICANCE_METRIC])
+    same = [f"{r.model} (p = {r.p_value:.3g})" for r in tested if not r.significant]
+    differ = [f"{r.model} (p = {r.p_value:.3g})" for r in tested if r.significant]
+    averaged = f", averaged over the {seeds} seeds" if seeds > 1 else ""
+    return ["", (f"{NOT_SIGNIFICANT} Not significantly different from {best.model}, the best mean Recall@20, at the "
+                 f"{SIGNIFICANCE_LEVEL:.0%} level: two-sided Wilcoxon signed-rank test over the test users, paired by "
+                 f"user, of per-user Recall@20{averaged} (zero differences dropped, tie-corrected normal "
+                 f"approximation). " + (f"Not different: {', '.join(same)}. " if same else "")
+                 + (f"Different: {', '.join(differ)}." if differ else "")).rstrip()]
+
+
 def results_csv(results) -> str:
     """`results.csv`: one row per model, the metrics as fractions (as in each run's metrics.json)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "status", *COLUMNS, "selected_epoch", "epochs_run", "seconds", "run", "note", "run_dir"])
+    writer.writerow(["model", "status", *COLUMNS, "selected_epoch", "epochs_run", "seconds", "run", "note", "run_dir",
+                     "stopped_by", "seeds", *(f"{key}_std" for key in COLUMNS), "p_value_vs_best", "significant"])
     for r in results:
-        test = r.test or {}
+        test, spread = r.test or {}, r.test_std or {}
         writer.writerow([r.model, r.status, *(test.get(key, "") if r.status == "ok" else "" for key in COLUMNS),
-                         _blank(r.selected_epoch), _blank(r.epochs_run),
-                         "" if r.seconds is None else round(r.seconds, 3), r.run or "", r.note, r.run_dir or ""])
+                         _per_seed(r, "selected_epoch").replace("-", ""), _per_seed(r, "epochs_run").replace("-", ""),
+                         "" if r.seconds is None else round(r.seconds, 3), r.run or "", r.note, r.run_dir or "",
+                         r.stopped_by or "", len(r.seeds) if r.seeds else 1,
+                         *(spread.get(key, "") for key in COLUMNS), _blank(r.p_value), _blank(r.significant)])
+    return buffer.getvalue()
+
+
+def per_seed_csv(results) -> str:
+    """`results_per_seed.csv`: one row per model and seed, its own test metrics as fractions."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "seed", "status", *COLUMNS, "selected_epoch", "epochs_run", "stopped_by", "seconds",
+                     "run_dir"])
+    for r in results:
+        for run in r.seeds or []:
+            test = run.get("test") or {}
+            writer.writerow([r.model, _blank(run.get("seed")), run["status"],
+                             *(test.get(key, "") if run["status"] == "ok" else "" for key in COLUMNS),
+                             _blank(run.get("selected_epoch")), _blank(run.get("epochs_run")),
+                             run.get("stopped_by") or "",
+                             "" if run.get("seconds") is None else round(run["seconds"], 3), run.get("run_dir") or ""])
     return buffer.getvalue()
 
 
@@ -446,6 +643,9 @@ def write_outputs(out: Path, summary: dict, results, command: str, argv, plots: 
     write_text(out / "results.md", markdown)
     write_text(out / "results.csv", results_csv(results))
     written += [out / "results.md", out / "results.csv"]
+    if len(summary.get("seeds") or [None]) > 1:
+        write_text(out / PER_SEED, per_seed_csv(results))
+        written.append(out / PER_SEED)
     if plots:
         rows = [r.to_dict() for r in results]
         title = f"{summary['dataset']['name']}, {summary['protocol']} protocol, test split"
@@ -510,6 +710,7 @@ def _seconds(seconds):
 
 FLAGS = cli.flags(
     "--data", "--protocol", "--modalities", "--patience", "--loss", "--num-negatives", "--sampler", "--softmax-chunk",
+    "--max-steps", "--max-minutes",
     modalities=("comma-separated feature modalities to use, or 'none' for item IDs only; a model needing one that "
                 "is left out is reported n/a (default: every modality of the dataset)"),
     budget=("train.epochs", int, "most epochs of each model's selection phase, the same for every model"),
@@ -531,6 +732,9 @@ def parse_args(argv=None):
                              config_help="YAML file with data/model/train sections shared by every run (e.g. a "
                                          "run's config.yaml; its model.variant is replaced per model)",
                              set_help="override a shared setting, e.g. --set train.seed=1 (repeatable)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train each model N times, with seeds train.seed, train.seed + 1, ...; the table shows "
+                             "mean ± std [default: 1]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -560,32 +764,40 @@ def main(argv=None) -> int:
              "patience %d, in %s", len(plan.entries), data["name"], f"{data['users']:,}", f"{data['items']:,}",
              f"{data['interactions']:,}", summary["protocol"], summary["budget"], summary["patience"], out)
 
-    results = {entry.model: Result(entry.model, "not run", note="not reached") for entry in plan.entries}
+    seeds = summary["seeds"]
+    runs = {(entry.model, entry.seed): Result(entry.model, "not run", note="not reached", seed=entry.seed)
+            for entry in plan.entries}
+
+    def collect():
+        models = dict.fromkeys(entry.model for entry in plan.entries)
+        return [aggregate(model, [r for (m, _), r in runs.items() if m == model], seeds) for model in models]
+
     started = time.perf_counter()
     interrupted = False
     total = len(plan.entries)
     for number, entry in enumerate(plan.entries, start=1):
-        label = f"[{number}/{total}] {entry.model}"
+        label = f"[{number}/{total}] {entry.model}" + (f" (seed {entry.seed})" if len(seeds) > 1 else "")
         if entry.not_applicable is None:
             doing = {"train": "training", "restart": "training", "resume": "resuming the interrupted run",
                      "reuse": "reusing the finished run"}[entry.action]
             log.info("%s: %s ... (%s)", label, doing, entry.run_dir)
         try:
-            result = run_entry(entry, progress=not args.quiet, previous=previous.get(entry.model))
+            result = run_entry(entry, progress=not args.quiet, previous=_previous(previous, entry, len(seeds)))
         except Interrupted as stop:
-            results[entry.model] = stop.result
+            runs[(entry.model, entry.seed)] = stop.result
             interrupted = True
             log.error("%s: interrupted after %s. Run the same command to continue (this run resumes from its last "
                       "checkpoint).", label, _seconds(stop.result.seconds))
             break
-        results[entry.model] = result
+        runs[(entry.model, entry.seed)] = result
         (log.error if result.status == "failed" else log.info)("%s: %s", label, describe(result))
         if result.error:
             log.error("%s", result.error.rstrip())
         # The record after every model: what finished survives a crash, with its training time.
-        write_outputs(out, summary, list(results.values()), command, argv, plots=False)
+        write_outputs(out, summary, collect(), command, argv, plots=False)
 
-    ordered = list(results.values())
+    ordered = collect()
+    significance(ordered)
     written = write_outputs(out, summary, ordered, command, argv)
     print(f"\n{format_markdown(summary, ordered, command)}")
     counts = {status: sum(r.status == status for r in ordered) for status in STATUSES}

@@ -3,8 +3,9 @@ and its Figure 2 (MFN4Rec against its ablations).
 
 Both functions take the comparison's rows: mappings with `model`, `status` (`"ok"`, `"n/a"`,
 `"failed"`, `"not run"`) and `test` (the run's test metrics, fractions, keyed like
-`"recall@20"`; `None` unless the status is `"ok"`). Values are drawn in percent, as the paper
-reports them.
+`"recall@20"`; `None` unless the status is `"ok"`), and optionally `test_std` (each metric's standard
+deviation over seeds, drawn as error bars of ± one standard deviation). Values are drawn in percent,
+as the paper reports them.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def plot_comparison(rows, path, title="") -> Path:
             values = [_percent(row, f"{family}@{k}") for row in rows]
             offsets = positions + (slot - (len(KS) - 1) / 2) * width
             heights = [0.0 if v is None else v for v in values]
-            axis.bar(offsets, heights, width, label=f"{label}@{k}", color=f"C{slot}")
-            top = max([top, *heights])
+            errors = [_spread(row, f"{family}@{k}") for row in rows]
+            axis.bar(offsets, heights, width, label=f"{label}@{k}", color=f"C{slot}",
+                     yerr=errors if any(errors) else None, capsize=2, error_kw={"elinewidth": 0.8})
+            top = max([top, *(h + e for h, e in zip(heights, errors))])
         for position, row in zip(positions, rows):
             if row["status"] != "ok":
                 axis.text(position, 0.0, f" {row['status']}", rotation=90, ha="center", va="bottom", fontsize=8,
@@ -96,10 +99,12 @@ def plot_ablation(rows, path, variants, title="") -> Path:
         top = 0.0
         for slot, name in enumerate(drawn):
             values = [_percent(by_model[name], f"{family}@{k}") or 0.0 for k in KS]
+            errors = [_spread(by_model[name], f"{family}@{k}") for k in KS]
             offsets = positions + (slot - (len(drawn) - 1) / 2) * width
-            bars = axis.bar(offsets, values, width, label=name, color=f"C{slot}")
+            bars = axis.bar(offsets, values, width, label=name, color=f"C{slot}",
+                            yerr=errors if any(errors) else None, capsize=2, error_kw={"elinewidth": 0.8})
             axis.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-            top = max([top, *values])
+            top = max([top, *(v + e for v, e in zip(values, errors))])
         axis.set_xticks(positions, [f"{label}@{k}" for k in KS])
         axis.set(title=f"{label} of MFN4Rec and its variants", ylabel=f"{label} (%)")
         axis.set_ylim(0.0, 1.18 * top if top > 0 else 1.0)
@@ -117,6 +122,14 @@ def _percent(row, key):
     if row["status"] != "ok" or not test or test.get(key) is None:
         return None
     return 100.0 * float(test[key])
+
+
+def _spread(row, key):
+    """The row's standard deviation of `key` in percent (0 when it has none: one seed)."""
+    spread = row.get("test_std")
+    if row["status"] != "ok" or not spread or spread.get(key) is None:
+        return 0.0
+    return 100.0 * float(spread[key])
 
 
 def _save(figure, path):

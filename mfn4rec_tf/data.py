@@ -92,6 +92,69 @@ def training_examples(sequences, max_length: int, targets: str = "all"):
     return inputs, outputs, stats
 
 
+TRAIN_WINDOWS = ("last", "sliding")
+"""`data.train_windows`: what a long training sequence gives: its last `max_length` positions only
+(`training_examples`), or windows over all of it (`training_windows`)."""
+
+
+def training_windows(sequences, max_length: int, stride: int | None = None):
+    """Cuts every sequence into windows that together predict each of its targets exactly once;
+    returns (inputs, targets, context, stats).
+
+    A sequence `s` of `L` items has the targets `s[1:]`. They are split, from the end, into blocks of
+    `stride` consecutive targets (the first block may be shorter). The block of targets
+    `s[a:b]` becomes one example: input `s[lo:b - 1]` and targets `s[lo + 1:b]` with
+    `lo = max(0, b - 1 - max_length)`, so the input holds at most `max_length` steps and the block's
+    targets are predicted with up to `max_length` steps of history. The first `context = a - lo - 1`
+    targets of the example belong to earlier blocks: they are there only as context (weight 0 in
+    `TrainingInput`), so each target is trained on once per epoch. With `stride == max_length` (the
+    default) windows do not overlap and the last window is exactly the example of
+    `training_examples(..., targets="all")`; a smaller stride gives every block more context at the
+    cost of more, overlapping, windows. Each window is its own sequence: the recurrent state starts
+    from zero at its first step (no state is carried from the window before).
+
+    Args:
+        sequences: int item-index arrays.
+        max_length: the longest input of a window (>= 1).
+        stride: targets per window, 1..max_length. Default `max_length`.
+
+    Returns:
+        `inputs`, `targets` (lists of int32 arrays, equal lengths), `context` (int array: leading
+        targets of each example that are context only) and `stats` (`examples`, `too_short`,
+        `sequences`, `context_targets`).
+    """
+    if max_length < 1:
+        raise ValueError(f"`max_length` must be >= 1. Received: max_length={max_length}")
+    stride = max_length if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= max_length:
+        raise ValueError(f"`stride` must be an integer in [1, max_length={max_length}]. Received: stride={stride!r}")
+    inputs, outputs, context = [], [], []
+    short = used = 0
+    for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int32)
+        if len(seq) < 2:
+            short += 1
+            continue
+        used += 1
+        windows = []
+        end = len(seq)  # the block's targets are seq[start:end]
+        while end > 1:
+            start = max(1, end - stride)
+            low = max(0, end - 1 - max_length)
+            windows.append((seq[low:end - 1], seq[low + 1:end], start - low - 1))
+            end = start
+        for window_input, window_targets, skip in reversed(windows):
+            inputs.append(window_input)
+            outputs.append(window_targets)
+            context.append(skip)
+    context = np.asarray(context, dtype=np.int64)
+    stats = {"examples": len(inputs), "too_short": short, "sequences": used,
+             "context_targets": int(context.sum())}
+    log.info("training windows: %d from %d sequences (stride %d, max_length %d); %d sequences with < 2 items "
+             "skipped", len(inputs), used, stride, max_length, short)
+    return inputs, outputs, context, stats
+
+
 def length_bucketed_batches(lengths, batch_size: int, rng: np.random.Generator | None, bucket_batches: int = 32):
     """Index batches: shuffled, then sorted by length within windows of `bucket_batches` batches,
     then the batches themselves shuffled. With `rng=None`: dataset order, no bucketing."""
@@ -134,13 +197,28 @@ class TrainingInput:
         seed: seed of the shuffling. Default 0.
         bucket_batches: batches per length-sorting window. Default 32.
         epoch: the epoch the first pass counts as. Default 0.
+        windows: `"last"` (default): each sequence's last `max_length` steps (`training_examples`);
+            `"sliding"`: windows over the whole sequence, each target trained on once
+            (`training_windows`; needs `targets="all"`).
+        stride: targets per window for `windows="sliding"`. Default `max_length`.
     """
 
     def __init__(self, dataset, sequences, *, modalities=None, batch_size=64, max_length=100, targets="all",
-                 shuffle=True, seed=0, bucket_batches=32, epoch=0):
+                 shuffle=True, seed=0, bucket_batches=32, epoch=0, windows="last", stride=None):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
-        self.inputs, self.outputs, self.stats = training_examples(sequences, max_length, targets)
+        if windows not in TRAIN_WINDOWS:
+            raise ValueError(f"`windows` must be one of {TRAIN_WINDOWS}. Received: windows={windows!r}")
+        self.context = None  # per example: leading targets that are context only (weight 0)
+        if windows == "sliding":
+            if targets != "all":
+                raise ValueError(f"`windows='sliding'` trains on every target of each window and needs "
+                                 f"targets='all'. Received: targets={targets!r}")
+            self.inputs, self.outputs, self.context, self.stats = training_windows(sequences, max_length, stride)
+        else:
+            if stride is not None:
+                raise ValueError(f"`stride` applies to windows='sliding' only. Received: stride={stride!r}")
+            self.inputs, self.outputs, self.stats = training_examples(sequences, max_length, targets)
         if not self.inputs:
             raise ValueError("No training example: every sequence has fewer than two items.")
         self.gather = FeatureGatherer(dataset, modalities)
@@ -173,6 +251,9 @@ class TrainingInput:
         if self.targets == "all":
             targets = pad([self.outputs[i] for i in index], ids.shape[1])
             weights = (targets != 0).astype(np.float32)
+            if self.context is not None:  # a window's first targets are context: trained on in another window
+                skips = self.context[index]
+                weights[np.arange(weights.shape[1])[None, :] < skips[:, None]] = 0.0
         else:
             targets = np.array([self.outputs[i][0] for i in index], np.int32)
             weights = np.ones(len(index), np.float32)

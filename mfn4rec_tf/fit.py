@@ -20,9 +20,10 @@ from mfn4rec_tf import cli
 
 log = logging.getLogger("mfn4rec_tf.fit")
 
-FLAGS = cli.flags("--data", "--protocol", "--modalities", "--max-length", "--model", "--dropout", "--epochs",
-                  "--batch-size", "--learning-rate", "--targets", "--patience", "--seed", "--strategy",
-                  "--loss", "--num-negatives", "--sampler", "--softmax-chunk")
+FLAGS = cli.flags("--data", "--protocol", "--modalities", "--max-length", "--train-windows", "--window-stride",
+                  "--model", "--dropout", "--epochs", "--batch-size", "--learning-rate", "--targets", "--patience",
+                  "--seed", "--strategy",
+                  "--loss", "--num-negatives", "--sampler", "--softmax-chunk", "--max-steps", "--max-minutes")
 
 
 def parse_args(argv=None):
@@ -56,9 +57,10 @@ def resolve(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mfn4rec_tf.cli import read_json
     from mfn4rec_tf.metrics import format_table
     from mfn4rec_tf.multi_worker import WorkerLost
-    from mfn4rec_tf.training import RunError, run_training
+    from mfn4rec_tf.training import RunError, describe_stop, run_training
 
     try:
         if args.resume:
@@ -83,6 +85,10 @@ def main(argv=None) -> int:
     print(f"\n{config.model.variant} on {data}, {config.data.protocol} protocol — test split (validation-selected):")
     print(format_table(result["test"]))
     print(f"\nvalidation {result['valid'].get('recall@20', float('nan')) * 100:.3f}% Recall@20 at the selected epoch")
+    state = read_json(out / "state.json") or {}
+    if state.get("stopped_by"):
+        print(f"Selection ended by {describe_stop(state['stopped_by'], config)} after {state.get('steps', '?')} "
+              f"step(s); selected epoch {state.get('best_epoch')}.")
     written = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
     print(f"Run written to {out}/ in {time.perf_counter() - started:.0f}s: {written}")
     if (out / "logs").is_dir():

@@ -62,6 +62,8 @@ KS = (10, 20, 30, 50)
 
 FAMILIES = ("recall", "map", "ndcg", "precision", "hr", "mrr")
 """Metric families, in the order `result()` and `format_table` list them; keys are `f"{family}@{k}"`."""
+PER_USER_FAMILIES = ("recall", "ndcg")
+"""The families `RankingMetrics(per_user=True)` keeps for each user (for paired tests between models)."""
 
 
 def top_k_items(logits, k, exclude=None):
@@ -162,6 +164,7 @@ class RankingMetrics:
 
     Args:
         ks: the cut-offs K, positive ints without duplicates. Default `KS` = (10, 20, 30, 50).
+        per_user: also keep each user's own values (`per_user_result`). Default False.
 
     Example:
 
@@ -172,7 +175,8 @@ class RankingMetrics:
     {'recall@2': 0.3333333333333333, 'precision@2': 0.25, 'users': 2}
     """
 
-    def __init__(self, ks=KS):
+    def __init__(self, ks=KS, per_user=False):
+        self.per_user = bool(per_user)
         ks = tuple(check_positive_int("ks", value) for value in _as_sequence("ks", ks))
         if not ks or len(set(ks)) != len(ks):
             raise ValueError(f"`ks` must be a non-empty list of distinct positive integers. Received: ks={ks!r}")
@@ -190,6 +194,7 @@ class RankingMetrics:
         self.skipped_users = 0
         self.target_count = 0  # Σ_u |T_u|, the Recall denominator
         self._sums = {family: np.zeros(len(self.ks)) for family in FAMILIES}  # recall: Σ hits
+        self._users = []  # per_user: one {key: (batch,) values} per batch
 
     def update(self, logits, targets, exclude=None):
         """Ranks every item for a batch of users and accumulates their metrics.
@@ -241,8 +246,12 @@ class RankingMetrics:
         self.users += int(valid.sum())
         self.skipped_users += int((~valid).sum())
         self.target_count += int(sizes.sum())
+        rows = ranked.shape[0]
         ranked, targets, sizes = ranked[valid], targets[valid], sizes[valid]
+        own = {} if self.per_user else None
         if not len(sizes):
+            if own is not None:
+                self._users.append({key: np.full(rows, np.nan) for key in self.per_user_keys()})
             return
 
         hits = (ranked[:, :, None] == targets[:, None, :]).any(axis=2) & (ranked != 0)  # [B, Kmax]
@@ -260,6 +269,33 @@ class RankingMetrics:
             self._sums["precision"][column] += count.sum() / k
             self._sums["hr"][column] += found.sum()
             self._sums["mrr"][column] += np.where(found, 1.0 / (first_hit + 1.0), 0.0).sum()
+            if own is not None:
+                ndcg = dcg[:, k - 1] / self._ideal[np.minimum(sizes, k)]
+                for family, values in (("recall", count / sizes), ("ndcg", ndcg)):
+                    column_values = np.full(rows, np.nan)
+                    column_values[valid] = values
+                    own[f"{family}@{k}"] = column_values
+        if own is not None:
+            self._users.append(own)
+
+    def per_user_keys(self) -> list:
+        """The keys of `per_user_result` besides `users`: Recall@K and NDCG@K for each K."""
+        return [f"{family}@{k}" for family in PER_USER_FAMILIES for k in self.ks]
+
+    def per_user_result(self) -> dict:
+        """Each user's own Recall@K (`|R_u ∩ T_u| / |T_u|`) and NDCG@K, float64 arrays in the order
+        the users were given (NaN for a user without targets). The mean of `ndcg@K` over the
+        evaluated users is `result()["ndcg@K"]`; Recall's micro average weighs users by |T_u|, so it
+        equals the plain mean of the per-user values only when every user has one target.
+
+        Raises:
+            ValueError: the metrics were made without `per_user=True`.
+        """
+        if not self.per_user:
+            raise ValueError("per_user_result needs RankingMetrics(..., per_user=True).")
+        keys = self.per_user_keys()
+        return {key: np.concatenate([batch[key] for batch in self._users]) if self._users else np.zeros(0)
+                for key in keys}
 
     def result(self):
         """`{"recall@K": ..., "map@K": ..., ..., "users": int, "skipped_users": int}` as fractions.
@@ -277,7 +313,8 @@ class RankingMetrics:
         return metrics
 
 
-def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None, memory_mb=None):
+def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None, memory_mb=None,
+             per_user=False):
     """Full-ranking metrics of a Keras model in "last" output mode over `(inputs, targets)` batches.
 
     Args:
@@ -296,11 +333,13 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
             float32 scores would take more and the model scores items with an `ItemLogits` layer
             named `item_logits`, the items are ranked in chunks that fit (`top_k_items_chunked`:
             the same ranking). Default None: no limit.
+        per_user: also return each user's values (`RankingMetrics.per_user_result`). Default False.
 
     Returns:
-        `RankingMetrics(ks).result()` over all batches.
+        `RankingMetrics(ks).result()` over all batches; with `per_user`, the pair
+        `(result, per_user_result)`.
     """
-    metrics = RankingMetrics(ks)
+    metrics = RankingMetrics(ks, per_user=per_user)
     if steps is None:
         try:
             steps = len(ranking_batches)
@@ -329,7 +368,7 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
         metrics.update(outputs["logits"], targets, exclude)
         if bar is not None:
             bar.update(step + 1)
-    return metrics.result()
+    return (metrics.result(), metrics.per_user_result()) if per_user else metrics.result()
 
 
 def _item_logits(model):

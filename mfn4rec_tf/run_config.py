@@ -25,6 +25,9 @@ from mfn4rec_tf._checks import NotApplicable, check_positive_int
 from mfn4rec_tf.config import TARGET_MODES, ModalityConfig, ModelConfig, check_model_settings
 from mfn4rec_tf.splits import PROTOCOLS
 
+TRAIN_WINDOWS = ("last", "sliding")
+"""`data.train_windows` (the same as `mfn4rec_tf.data.TRAIN_WINDOWS`; this module imports no TensorFlow)."""
+
 STRATEGIES = ("none", "mirrored", "multi-worker")
 """`train.strategy`: one device, the devices of one machine, or several machines (`mfn4rec_tf/multi_worker.py`)."""
 TRAINING_LOSSES = ("full", "sampled")
@@ -43,6 +46,15 @@ class DataSection:
         protocol: `paper`, `user-ratio` or `leave-one-out` (docs/model.md#protocols).
         modalities: feature modalities to use (default: every one the dataset has; `[]` = IDs only).
         max_length: longest history fed to the model (the most recent items are kept).
+        train_windows: what training takes of a sequence longer than `max_length`: `last` (its last
+            `max_length` steps; earlier targets are not trained on) or `sliding` (windows of at most
+            `max_length` steps over the whole sequence, each target trained on once per epoch, each
+            window a sequence of its own with the recurrent state starting afresh;
+            `mfn4rec_tf.data.training_windows`; needs `train.targets: all`). Validation and test
+            inputs are the same either way.
+        window_stride: with `sliding`, the targets of each window (1..max_length); a smaller stride
+            gives each window's targets more history at the cost of more windows. `None` =
+            `max_length` (windows that do not overlap).
     """
 
     path: str | None = None
@@ -50,6 +62,8 @@ class DataSection:
     protocol: str = "paper"
     modalities: list | None = None
     max_length: int = 100
+    train_windows: str = "last"
+    window_stride: int | None = None
 
 
 DATA_DECIDED = ("num_items", "modalities", "seed")
@@ -111,6 +125,11 @@ class TrainSection:
             items at a time with its own gradient (`mfn4rec_tf.chunked_softmax`; one device, models
             with an `ItemLogits` layer; the others train with Keras' whatever this says).
         sampler: how the negatives are drawn: `uniform`, `popularity` or `in-batch`.
+        max_steps: a training-step budget of the selection phase (with `epochs` and `patience`):
+            training stops after this many steps in all, mid-epoch if need be; `None` = none.
+        max_minutes: a wall-clock budget of the selection phase in minutes (training and the
+            validation rankings, summed over resumed sessions); the step under way when it runs out
+            is the last; `None` = none.
     """
 
     epochs: int = 30
@@ -128,6 +147,8 @@ class TrainSection:
     num_negatives: int = 1024
     sampler: str = "uniform"
     softmax_chunk: int = 0
+    max_steps: int | None = None
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -149,6 +170,7 @@ class RunConfig:
         if self.data.modalities is not None and not isinstance(self.data.modalities, list):
             raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
         check_positive_int("data.max_length", self.data.max_length)
+        self._check_windows()
         check_model_settings(self.model, prefix="model.")
         spec = registry.get(self.model.variant)
         if spec.max_length is not None and self.data.max_length > spec.max_length:
@@ -164,9 +186,37 @@ class RunConfig:
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
         self._check_loss(spec)
+        self._check_budgets()
         if self.train.strategy == "multi-worker" and spec.sampled_loss is None:
             raise NotApplicable(f"`train.strategy: multi-worker` trains by a loss and {spec.name} trains by none "
                                 f"({spec.description}); use `train.strategy: none`.")
+
+    def _check_windows(self):
+        data = self.data
+        if data.train_windows not in TRAIN_WINDOWS:
+            raise ValueError(f"`data.train_windows` must be one of {TRAIN_WINDOWS}. Received: {data.train_windows!r}")
+        if data.window_stride is None:
+            return
+        check_positive_int("data.window_stride", data.window_stride)
+        if data.train_windows != "sliding":
+            raise ValueError(f"`data.window_stride` applies to `data.train_windows: sliding` only. Received: "
+                             f"window_stride={data.window_stride} with train_windows={data.train_windows!r}")
+        if data.window_stride > data.max_length:
+            raise ValueError(f"`data.window_stride` must be <= data.max_length ({data.max_length}). Received: "
+                             f"{data.window_stride}")
+
+    def _check_budgets(self):
+        train = self.train
+        if train.max_steps is not None:
+            check_positive_int("train.max_steps", train.max_steps)
+        if train.max_minutes is not None and not train.max_minutes > 0:
+            raise ValueError(f"`train.max_minutes` must be > 0. Received: {train.max_minutes}")
+        if self.data.train_windows == "sliding" and train.targets != "all":
+            raise ValueError(f"`data.train_windows: sliding` trains on every target of each window and needs "
+                             f"`train.targets: all`. Received: train.targets={train.targets!r}")
+        if train.strategy == "multi-worker" and (train.max_steps is not None or train.max_minutes is not None):
+            raise ValueError("`train.max_steps` and `train.max_minutes` stop Keras `fit` mid-epoch, which the "
+                             "multi-worker loop does not; use `train.epochs` there, or `train.strategy: none`.")
 
     def _check_loss(self, spec):
         train = self.train

@@ -10,6 +10,7 @@ The run directory holds everything the run made::
     logs/                TensorBoard logs (training loss; validation metrics per epoch)
     history.csv          one row per epoch: phase, epoch, loss, validation metrics
     metrics.json, .csv   {"valid": {...}, "test": {...}} full-ranking metrics
+    test_per_user.npz    each test user's Recall@K and NDCG@K (`PER_USER_FILE`)
     training_curves.png  loss and validation Recall@20 per epoch
 
 Every file is written to a temporary name and renamed into place, so a run killed at any moment
@@ -41,7 +42,7 @@ import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
 from mfn4rec_tf import registry
-from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_text
+from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_npz, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
@@ -71,13 +72,39 @@ def modality_names(config: RunConfig, dataset):
     return config.modality_names(dataset)
 
 
-def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True) -> dict:
-    """Full-ranking metrics of a "last"-mode model on a split's histories and targets."""
+def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True, per_user=False):
+    """Full-ranking metrics of a "last"-mode model on a split's histories and targets; with
+    `per_user`, the pair `(metrics, per-user values)` (`RankingMetrics.per_user_result`, in the
+    order of `split.user_ids`)."""
     data = RankingInput(dataset, split.histories, split.targets, modalities=names,
                         batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
     steps = -(-len(split.histories) // config.train.eval_batch_size)
     return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
-                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb)
+                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb,
+                                    per_user=per_user)
+
+
+PER_USER_FILE = "test_per_user.npz"
+"""Each test user's own metrics in a run directory: `user_id` (the split's users) and one float64
+array per `RankingMetrics.per_user_keys()` key (`recall@20`, `ndcg@20`, ...), NaN for a user without
+targets. `compare` pairs two models' `recall@20` by user for its significance test."""
+
+
+def read_per_user(run_dir) -> dict | None:
+    """The arrays of a run's `PER_USER_FILE`, or None when the run has none."""
+    path = Path(run_dir) / PER_USER_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def training_input(config: RunConfig, dataset, split, names, epoch=0) -> TrainingInput:
+    """The training batches of `split` as `config` asks (batch size, `data.max_length`,
+    `data.train_windows` and `data.window_stride`, targets, seed), starting at epoch `epoch`."""
+    return TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
+                         max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
+                         epoch=epoch, windows=config.data.train_windows, stride=config.data.window_stride)
 
 
 def run_training(config: RunConfig, run_dir, resume: bool = False, progress: bool = True) -> dict | None:
@@ -128,7 +155,9 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
         return None
     with trainer.scope():
         final = load_model(run_dir / "model.keras")
-    test_metrics = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress)
+    test_metrics, per_user = evaluate_split(with_output_mode(final, "last"), config, dataset, test, names, progress,
+                                            per_user=True)
+    write_npz(run_dir / PER_USER_FILE, user_id=np.asarray([str(u) for u in test.user_ids]), **per_user)
     state["phase"] = "done"
     result = _finish(run_dir, state, state["best_valid"], test_metrics)
     trainer.done()
@@ -140,21 +169,27 @@ def _select(config, run_dir, state, dataset, names, split, trainer, progress):
     model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
     for result in train_and_select(model, config, dataset, split, names, first_epoch=state["epoch"],
                                    best_epoch=state["best_epoch"], best_scores=state["best_valid"],
-                                   log_dir=run_dir / "logs", progress=progress, trainer=trainer):
+                                   log_dir=run_dir / "logs", progress=progress, trainer=trainer,
+                                   steps_done=state.get("steps", 0), seconds_done=state.get("seconds", 0.0)):
         if result.improved:
             if trainer.writes:
                 save_model(model, run_dir / "best.keras")
-            state.update(best_epoch=result.epoch, best_valid=result.scores)
+            # A best epoch cut short by a budget: the retraining cuts its last epoch at the same step.
+            state.update(best_epoch=result.epoch, best_valid=result.scores,
+                         best_epoch_steps=result.epoch_steps if result.cut_short else None)
         state["history"].append({"phase": "select", "epoch": result.epoch, "loss": result.loss,
-                                 **(result.scores or {})})
-        state["epoch"] = result.epoch
+                                 "steps": result.total_steps, "seconds": round(result.seconds, 3),
+                                 **(result.scores or {}), **({"stopped_by": result.stopped_by} if result.stop else {})})
+        state.update(epoch=result.epoch, steps=result.total_steps, seconds=result.seconds)
         if result.stop:
-            state.update(phase="retrain" if config.retrain else "final", epoch=0)
+            state.update(phase="retrain" if config.retrain else "final", epoch=0, stopped_by=result.stopped_by)
         if trainer.writes:
             _checkpoint(model, run_dir, state, "select")
         if result.stop and trainer.writes:
-            log.info("Selected epoch %d (valid %s %.4f).", state["best_epoch"], SELECTION_METRIC,
-                     state["best_valid"][SELECTION_METRIC])
+            log.info("Selected epoch %d (valid %s %.4f); the selection phase was ended by %s after %d epoch(s), "
+                     "%d step(s), %.0fs.", state["best_epoch"], SELECTION_METRIC,
+                     state["best_valid"][SELECTION_METRIC], describe_stop(result.stopped_by, config), result.epoch,
+                     result.total_steps, result.seconds)
 
 
 @dataclass
@@ -169,7 +204,12 @@ class EpochResult:
         improved: whether it has the best validation Recall@20 so far (the first epoch always has).
         best_epoch, best_scores: the best epoch so far and its scores (this one when `improved`).
         stop: whether training stops after it: `train.patience` epochs without a better Recall@20,
-            or the last epoch.
+            the last epoch, or a budget (`train.max_steps`, `train.max_minutes`) spent.
+        epoch_steps: the training steps of this epoch (fewer than a full epoch's when a budget cut it).
+        cut_short: whether a budget ended this epoch before its last batch.
+        total_steps: the steps of the phase so far (those of earlier sessions included).
+        seconds: the phase's wall time so far (training and rankings, earlier sessions included).
+        stopped_by: why training stops (`STOP_REASONS`), or None while it goes on.
     """
 
     epoch: int
@@ -179,10 +219,56 @@ class EpochResult:
     best_epoch: int
     best_scores: dict
     stop: bool
+    epoch_steps: int = 0
+    cut_short: bool = False
+    total_steps: int = 0
+    seconds: float = 0.0
+    stopped_by: str | None = None
+
+
+STOP_REASONS = ("patience", "epochs", "max_steps", "max_minutes")
+"""What ends a selection phase: no better validation Recall@20 for `train.patience` epochs, the last
+epoch (`train.epochs`, or the model's own most), the step budget, the wall-clock budget. A budget
+that cut the last epoch short is recorded as what ended the phase; otherwise, when several hold after
+the same epoch, the first of this order is."""
+
+
+def describe_stop(reason, config: RunConfig) -> str:
+    """`reason` (one of `STOP_REASONS`) in words, with its setting."""
+    train = config.train
+    return {"patience": f"patience ({train.patience} epoch(s) without a better validation {SELECTION_METRIC})",
+            "epochs": f"the epoch budget ({train.epochs}, or the model's own most)",
+            "max_steps": f"the step budget (train.max_steps={train.max_steps})",
+            "max_minutes": f"the wall-clock budget (train.max_minutes={train.max_minutes})"}.get(reason, str(reason))
+
+
+class Budget(keras.callbacks.Callback):
+    """Stops Keras `fit` after the batch that spends a step or wall-clock budget.
+
+    Args:
+        max_steps: the most steps this `fit` call may take (None: no limit).
+        deadline: a `time.perf_counter()` value after which no further step starts (None: none).
+    """
+
+    def __init__(self, max_steps=None, deadline=None):
+        super().__init__()
+        self.max_steps, self.deadline = max_steps, deadline
+        self.steps = 0
+        self.reason = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            self.reason = "max_steps"
+        elif self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.reason = "max_minutes"
+        if self.reason is not None:
+            self.model.stop_training = True
 
 
 def train_and_select(model, config: RunConfig, dataset, split, names, *, first_epoch=0, last_epoch=None,
-                     best_epoch=None, best_scores=None, log_dir=None, progress=False, trainer=None):
+                     best_epoch=None, best_scores=None, log_dir=None, progress=False, trainer=None, steps_done=0,
+                     seconds_done=0.0):
     """Trains `model` epoch by epoch and ranks the split after each, with early stopping on Recall@20.
 
     The selection loop of `fit`, shared with `tune` so that a trial's objective is the same number
@@ -190,8 +276,12 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
     `split.train_sequences` with `config.train`'s batch size, targets and seed (the batch order
     depends only on the seed and the epoch number), then ranks every item for the split's users
     (`evaluate_split`, the full-ranking metrics). Training stops after `config.train.patience`
-    epochs without a better validation Recall@20 than `best_scores`, or after epoch `last_epoch`
-    (at most the model's `max_epochs` in `mfn4rec_tf.registry`, when it has one).
+    epochs without a better validation Recall@20 than `best_scores`, after epoch `last_epoch`
+    (at most the model's `max_epochs` in `mfn4rec_tf.registry`, when it has one), or when a budget is
+    spent: `train.max_steps` training steps in all (the epoch that reaches it ends at that step), or
+    `train.max_minutes` of wall time (training and rankings; the epoch under way ends after the step
+    that passes it). An epoch a budget cut short is ranked like any other, so the selected epoch
+    stays the best on validation.
 
     Args:
         model, config, dataset, split, names: the compiled model, the run's configuration, the
@@ -204,6 +294,8 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         progress: a progress bar per epoch.
         trainer: what trains an epoch: Keras `fit` (default), or a `mfn4rec_tf.multi_worker.MultiWorker`
             whose chief alone ranks the split and tells the other workers whether the epoch improved.
+        steps_done, seconds_done: the steps and wall seconds of the epochs already done (a resumed
+            run's, from its state), counted against the budgets.
 
     Yields:
         An `EpochResult` after each epoch. The caller acts on it (saves the best model, checkpoints)
@@ -215,16 +307,27 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
     if most is not None:  # more epochs cannot change the model (`pop`: counting once is its training)
         last_epoch = min(last_epoch, most)
     ranker = with_output_mode(model, "last")
-    data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
-                         max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
-                         epoch=first_epoch)
+    data = training_input(config, dataset, split, names, epoch=first_epoch)
     log_dir = None if log_dir is None else Path(log_dir)
     writes = trainer.writes and log_dir is not None
     writer = tf.summary.create_file_writer(str(log_dir / "validation")) if writes else None
+    max_steps, max_minutes = config.train.max_steps, config.train.max_minutes
+    session = time.perf_counter() - seconds_done  # when the phase would have started, had it run in one go
+    total_steps = steps_done
     for epoch in range(first_epoch, last_epoch):
         started = time.perf_counter()
-        loss = trainer.fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
-                                 f"epoch {epoch + 1}/{last_epoch}")
+        budget = None
+        if max_steps is not None or max_minutes is not None:
+            budget = Budget(None if max_steps is None else max_steps - total_steps,
+                            None if max_minutes is None else session + 60.0 * max_minutes)
+            loss = trainer.fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
+                                     f"epoch {epoch + 1}/{last_epoch}", budget=budget)
+        else:
+            loss = trainer.fit_epoch(model, data, epoch, None if log_dir is None else log_dir / "select", progress,
+                                     f"epoch {epoch + 1}/{last_epoch}")
+        epoch_steps = data.steps_per_epoch if budget is None else budget.steps
+        total_steps += epoch_steps
+        trained = time.perf_counter() - started
         scores, improved = None, False
         if trainer.writes:
             scores = evaluate_split(ranker, config, dataset, split, names, progress=False)
@@ -238,32 +341,47 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         if improved:
             best_epoch, best_scores = epoch + 1, scores
         if trainer.writes:
-            log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs", epoch + 1,
-                     last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
-                     best_scores[SELECTION_METRIC], best_epoch, time.perf_counter() - started)
+            log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs (%d steps, %.1fs "
+                     "training)", epoch + 1, last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
+                     best_scores[SELECTION_METRIC], best_epoch, time.perf_counter() - started, epoch_steps, trained)
         else:
             log.info("epoch %d/%d  loss %.4f  (best epoch %d)  %.1fs", epoch + 1, last_epoch, loss, best_epoch,
                      time.perf_counter() - started)
-        stop = epoch + 1 - best_epoch >= config.train.patience or epoch + 1 == last_epoch
-        yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stop)
-        if stop:
+        seconds = time.perf_counter() - session
+        reasons = [epoch + 1 - best_epoch >= config.train.patience, epoch + 1 == last_epoch,
+                   max_steps is not None and total_steps >= max_steps,
+                   max_minutes is not None and seconds >= 60.0 * max_minutes]
+        cut_short = budget is not None and budget.reason is not None
+        # (multi-worker runs take no budget, so every worker reaches the same decision)
+        stopped_by = budget.reason if cut_short else next((r for r, hit in zip(STOP_REASONS, reasons) if hit), None)
+        yield EpochResult(epoch + 1, loss, scores, improved, best_epoch, best_scores, stopped_by is not None,
+                          epoch_steps=epoch_steps, cut_short=cut_short,
+                          total_steps=total_steps, seconds=seconds, stopped_by=stopped_by)
+        if stopped_by is not None:
             return
 
 
 def _retrain(config, run_dir, state, dataset, names, split, trainer, progress):
-    """The paper's step: a fresh model on train + validation for the selected number of epochs."""
+    """The paper's step: a fresh model on train + validation for the selected number of epochs (when a
+    budget cut the selected epoch short, the last retraining epoch stops after as many steps)."""
     epochs = state["best_epoch"]
     if state["epoch"] == 0:
         _seed(config.train.seed)  # the same initial weights as the selection phase
         log.info("Retraining on train + validation for %d epoch(s).", epochs)
     model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
-    data = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=config.train.batch_size,
-                         max_length=config.data.max_length, targets=config.train.targets, seed=config.train.seed,
-                         epoch=state["epoch"])
+    data = training_input(config, dataset, split, names, epoch=state["epoch"])
+    cut = state.get("best_epoch_steps")  # the selected epoch was cut short by a budget at this step
     for epoch in range(state["epoch"], epochs):
-        loss = trainer.fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
-                                 f"retrain epoch {epoch + 1}/{epochs}")
-        state["history"].append({"phase": "retrain", "epoch": epoch + 1, "loss": loss})
+        if cut is not None and epoch + 1 == epochs:
+            budget = Budget(max_steps=cut)
+            loss = trainer.fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
+                                     f"retrain epoch {epoch + 1}/{epochs} (first {cut} steps)", budget=budget)
+            steps = budget.steps
+        else:
+            loss = trainer.fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
+                                     f"retrain epoch {epoch + 1}/{epochs}")
+            steps = data.steps_per_epoch
+        state["history"].append({"phase": "retrain", "epoch": epoch + 1, "loss": loss, "steps": steps})
         state["epoch"] = epoch + 1
         log.info("retrain epoch %d/%d  loss %.4f", epoch + 1, epochs, loss)
         if epoch + 1 == epochs:
@@ -387,10 +505,13 @@ class KerasFit:
     def done(self):
         """Nothing to wait for."""
 
-    def fit_epoch(self, model, data, epoch, log_dir, progress, title) -> float:
+    def fit_epoch(self, model, data, epoch, log_dir, progress, title, budget=None) -> float:
+        """Trains epoch `epoch` of `data`; a `Budget` callback may end it early (its `steps` says where)."""
         callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
         if progress:
             callbacks.append(_EpochProgress(title, data.steps_per_epoch))
+        if budget is not None:
+            callbacks.append(budget)
         history = model.fit(
             data.tf_dataset(),
             initial_epoch=epoch,

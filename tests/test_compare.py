@@ -104,7 +104,7 @@ def test_table_values_are_each_runs_test_metrics(compared):
         assert entry["test"] == test and entry["valid"] == _metrics(out, model)["valid"]
         for key in compare.COLUMNS:
             assert float(rows[model][key]) == test[key], (model, key)  # fractions, exactly
-            cell = table[model][compare._title(key)].strip("*")
+            cell = table[model][compare._title(key)].rstrip(compare.NOT_SIGNIFICANT).strip("*")
             assert cell == f"{100 * test[key]:.3f}", (model, key)  # percent, 3 decimals
         assert rows[model]["selected_epoch"] == str(state["best_epoch"])  # pop too: its one epoch of counting
         assert float(rows[model]["seconds"]) >= 0

@@ -11,6 +11,7 @@ from mfn4rec_tf.data import (
     length_bucketed_batches,
     pad,
     training_examples,
+    training_windows,
 )
 from mfn4rec_tf.dataset import FeatureTable, load_dataset, write_dataset
 from mfn4rec_tf.model import build_model
@@ -159,3 +160,81 @@ def test_training_loss_is_the_mean_over_real_next_item_targets(dataset):
     assert weights["logits"].sum() == 11
     loss = model.test_on_batch(inputs, targets, sample_weight=weights, return_dict=True)["loss"]
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def _window_targets(sequence, max_length, stride):
+    """The (position in `sequence`, item) of every target trained on (weight 1) by the windows of one
+    sequence, with the input each one is predicted from."""
+    inputs, targets, context, stats = training_windows([sequence], max_length, stride)
+    trained = []
+    for window_input, window_targets, skip in zip(inputs, targets, context):
+        assert len(window_input) == len(window_targets) <= max_length
+        np.testing.assert_array_equal(window_input[1:], window_targets[:-1])  # next item at every step
+        start = next(i for i in range(len(sequence)) if np.array_equal(sequence[i:i + len(window_input)],
+                                                                       window_input))
+        for offset in range(skip, len(window_targets)):
+            trained.append(start + offset + 1)
+    return trained, stats
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 10, 11, 12, 23, 50])
+@pytest.mark.parametrize("max_length,stride", [(5, 5), (5, 2), (5, 1), (1, 1), (10, 3)])
+def test_sliding_windows_train_on_every_target_exactly_once(length, max_length, stride):
+    sequence = np.arange(101, 101 + length)  # distinct items: a window's place in the sequence is unambiguous
+    trained, stats = _window_targets(sequence, max_length, stride)
+    assert sorted(trained) == list(range(1, length))  # every target (positions 1..L-1) once
+    assert len(trained) == len(set(trained))
+    assert stats["too_short"] == (1 if length < 2 else 0)
+    assert stats["examples"] == (-(-(length - 1) // stride) if length >= 2 else 0)
+
+
+def test_sliding_windows_give_context_and_end_with_the_last_example():
+    sequence = np.arange(1, 13)  # 12 items, 11 targets
+    inputs, targets, context, _ = training_windows([sequence], max_length=5, stride=2)
+    # blocks of 2 targets from the end: [11, 12], [9, 10], [7, 8], [5, 6], [3, 4], [2]
+    assert [t.tolist()[c:] for t, c in zip(targets, context)] == [[2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
+    assert inputs[-1].tolist() == [7, 8, 9, 10, 11] and context.tolist() == [0, 1, 3, 3, 3, 3]
+    last_inputs, last_targets, _ = training_examples([sequence], max_length=5)
+    full = training_windows([sequence], max_length=5)  # stride = max_length: no overlap
+    assert full[0][-1].tolist() == last_inputs[0].tolist() and full[1][-1].tolist() == last_targets[0].tolist()
+    assert full[2].tolist() == [0, 0, 0] and [len(x) for x in full[0]] == [1, 5, 5]
+
+
+def test_sliding_windows_reject_a_bad_stride():
+    for stride in (0, 6, 2.5, True):
+        with pytest.raises(ValueError, match="stride"):
+            training_windows([np.arange(1, 9)], max_length=5, stride=stride)
+
+
+def test_training_input_masks_context_targets_of_sliding_windows(dataset):
+    sequences = [np.arange(1, 10), np.array([3, 4, 5])]
+    data = TrainingInput(dataset, sequences, batch_size=8, max_length=4, windows="sliding", stride=2, shuffle=False)
+    assert data.num_examples == 4 + 1  # 8 targets in blocks of 2; 2 targets in one block
+    (inputs, targets, weights), = list(data.batches(0))
+    trained = sorted(int(t) for t in targets["logits"][weights["logits"] > 0])
+    assert trained == sorted(list(range(2, 10)) + [4, 5])  # every target once, context weight 0
+    assert weights["logits"].sum() == 10
+    with pytest.raises(ValueError, match="targets='all'"):
+        TrainingInput(dataset, sequences, windows="sliding", targets="last")
+    with pytest.raises(ValueError, match="windows"):
+        TrainingInput(dataset, sequences, windows="every")
+    with pytest.raises(ValueError, match="stride"):
+        TrainingInput(dataset, sequences, stride=2)
+
+
+def test_last_windows_are_unchanged(dataset):
+    sequences = [np.arange(1, 10), np.array([3, 4, 5]), np.array([7, 8])]
+    default = list(TrainingInput(dataset, sequences, batch_size=2, max_length=4, seed=3).batches(1))
+    last = list(TrainingInput(dataset, sequences, batch_size=2, max_length=4, seed=3, windows="last").batches(1))
+    assert len(default) == len(last)
+    for (a_in, a_t, a_w), (b_in, b_t, b_w) in zip(default, last):
+        np.testing.assert_array_equal(a_in["item_ids"], b_in["item_ids"])
+        np.testing.assert_array_equal(a_t["logits"], b_t["logits"])
+        np.testing.assert_array_equal(a_w["logits"], b_w["logits"])
+    np.testing.assert_array_equal(default[0][2]["logits"], (default[0][1]["logits"] != 0).astype(np.float32))
+
+
+def test_train_windows_names_agree_with_the_configuration():
+    from mfn4rec_tf import data, run_config
+
+    assert data.TRAIN_WINDOWS == run_config.TRAIN_WINDOWS

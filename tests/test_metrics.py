@@ -479,3 +479,36 @@ def test_evaluate_with_a_memory_budget_gives_the_same_metrics():
         # 16 users x 301 items x 4 bytes x 3 = 58 KB: a 0.01 MB budget cuts the catalogue into 3 chunks
         chunked = evaluate(model, batches, exclude_history=exclude_history, progress=False, memory_mb=0.02)
         assert chunked == whole
+
+
+def test_per_user_values_average_to_the_aggregates():
+    from mfn4rec_tf.metrics import RankingMetrics
+
+    rng = np.random.default_rng(11)
+    metrics = RankingMetrics(ks=(2, 5), per_user=True)
+    plain = RankingMetrics(ks=(2, 5))
+    for _ in range(3):
+        logits = rng.normal(size=(7, 13))
+        targets = rng.integers(0, 13, size=(7, 1))  # one target each; 0 = a user without targets
+        metrics.update(logits, targets)
+        plain.update(logits, targets)
+    result, users = metrics.result(), metrics.per_user_result()
+    assert plain.result() == result  # keeping per-user values changes no aggregate
+    assert sorted(users) == ["ndcg@2", "ndcg@5", "recall@2", "recall@5"] and len(users["recall@5"]) == 21
+    assert np.isnan(users["recall@5"]).sum() == result["skipped_users"]
+    for key in users:  # one target per user: the micro Recall is the mean of the per-user values too
+        assert np.nanmean(users[key]) == pytest.approx(result[key], abs=1e-12), key
+
+
+def test_per_user_recall_by_hand_and_without_per_user():
+    from mfn4rec_tf.metrics import RankingMetrics
+
+    metrics = RankingMetrics(ks=(2,), per_user=True)
+    # user 0: ranks [5, 3], targets {3, 4}: 1 of 2; user 1: ranks [1, 2], targets {7}: 0 of 1; user 2: no target
+    metrics.update_from_ranked(np.array([[5, 3], [1, 2], [1, 2]]), np.array([[3, 4], [7, 0], [0, 0]]))
+    users = metrics.per_user_result()
+    np.testing.assert_allclose(users["recall@2"], [0.5, 0.0, np.nan])
+    np.testing.assert_allclose(users["ndcg@2"], [(1 / np.log2(3)) / (1 + 1 / np.log2(3)), 0.0, np.nan])
+    assert metrics.result()["recall@2"] == pytest.approx(1 / 3)  # micro: 1 hit of 3 targets
+    with pytest.raises(ValueError, match="per_user=True"):
+        RankingMetrics(ks=(2,)).per_user_result()
