@@ -89,6 +89,7 @@ class Entry:
         run_dir: `OUT/runs/<model>`.
         action: `"train"` (new run), `"restart"` (a run directory left before its first state was
             written: cleared, then trained), `"resume"` (an interrupted run) or `"reuse"` (finished);
+            `"tune"` (`--tune`: searched first, then one of those for the best configuration);
             `None` when the model is not applicable.
         not_applicable: why the model cannot run on this data, or None.
     """
@@ -117,6 +118,10 @@ class Result:
         epochs_run: the epochs of the selection phase.
         valid, test: the run's `metrics.json` entries (fractions), or None.
         error: the traceback of a failed run.
+        settings: the settings of its run that differ from the shared ones (its registry preset,
+            its tuned values), `{"section.key": value}`.
+        tuning: with `--tune`: the trials, the tuning directory and the best trial's values and
+            validation Recall@20.
     """
 
     model: str
@@ -130,6 +135,8 @@ class Result:
     valid: dict | None = None
     test: dict | None = None
     error: str | None = None
+    settings: dict | None = None
+    tuning: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,7 +211,8 @@ def make_plan(args) -> Plan:
         except ValueError as error:
             raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
                                f"(change them, or leave {model} out of --models).") from None
-        entries.append(Entry(model, config, run_dir, _existing_run(run_dir, config)))
+        tuned = getattr(args, "tune", 0) and registry.get(model).search_space is not None
+        entries.append(Entry(model, config, run_dir, "tune" if tuned else _existing_run(run_dir, config)))
 
     counts = dataset.manifest["counts"]
     summary = {
@@ -228,6 +236,7 @@ def make_plan(args) -> Plan:
         "seed": base.train.seed,
         "retrain": base.retrain,
         "settings": _shared_settings(base),
+        "tune": getattr(args, "tune", 0),
     }
     return Plan(out, base, entries, summary)
 
@@ -267,6 +276,42 @@ def _differences(saved_text: str, config: RunConfig) -> str:
     except yaml.YAMLError:
         return "its config.yaml is not valid YAML"
     return cli.differences(saved, config.to_dict()) or "config.yaml differs"
+
+
+def own_settings(base: RunConfig, config: RunConfig) -> dict:
+    """`{"section.key": value}` of `config`'s settings that differ from `base`'s (the shared ones)."""
+    shared, own = cli.flat(base.to_dict()), cli.flat(config.to_dict())
+    return {key: value for key, value in own.items() if key != "model.variant" and shared.get(key) != value}
+
+
+TUNE_DIR = "tune"
+
+
+def tune_entry(entry: Entry, trials: int, out: Path, progress: bool) -> dict:
+    """`--tune`: a random search of `trials` trials over the model's own space (its registry entry's
+    `search_space`) from its configuration, in `OUT/tune/<model>` (continued when there). Sets
+    `entry.config` to the best trial's configuration and `entry.action` for its run directory.
+
+    Returns:
+        The tuning record of the model's `Result`.
+
+    Raises:
+        RuntimeError: no trial completed; CompareError: the run directory holds other settings.
+    """
+    from mfn4rec_tf import tune
+    from mfn4rec_tf.search_spaces import load_space
+
+    name = registry.get(entry.model).search_space
+    space = load_space(name)
+    where = out / TUNE_DIR / entry.model
+    best, rows = tune.run_search(entry.config, space, where, trials, progress=progress)
+    if best is None:
+        raise RuntimeError(f"no trial of the {entry.model} search completed (see {where / 'trials.csv'})")
+    top = tune.best_row(rows)
+    entry.config = best
+    entry.action = _existing_run(entry.run_dir, best)
+    return {"space": name, "trials": len(rows), "dir": str(where), "best_trial": top["trial"],
+            "valid_recall@20": top[tune.OBJECTIVE], "values": {key: top[key] for key in space.keys}}
 
 
 def _shared_settings(base: RunConfig) -> dict:
@@ -386,6 +431,10 @@ def format_markdown(summary: dict, results, command: str) -> str:
         (f"- Budget: up to {summary['budget']} epoch(s) per model, early stopping after {summary['patience']} "
          f"epoch(s) without a better validation Recall@20 (the selection metric), seed {summary['seed']}; "
          f"{retrain}; a model's own preset may differ (`pop` counts items in one epoch and is always retrained)"),
+        ("- Settings: each model runs at its registry preset (its own paper's settings where the paper gives them, "
+         "e.g. sasrec, gru4rec) under the settings of this command, which apply to every model"
+         + (f"; each model was first tuned by a random search of {summary['tune']} trial(s) over its own space"
+            if summary.get("tune") else "") + f". Each model's own settings are in {RECORD}"),
         f"- Date: {summary['date']}. Machine: {summary['machine']}. Software: {summary['software']}",
         f"- Command: `{command}`",
         "",
@@ -531,6 +580,10 @@ def parse_args(argv=None):
                              config_help="YAML file with data/model/train sections shared by every run (e.g. a "
                                          "run's config.yaml; its model.variant is replaced per model)",
                              set_help="override a shared setting, e.g. --set train.seed=1 (repeatable)")
+    parser.add_argument("--tune", type=cli.at_least(0), default=0, metavar="N",
+                        help="first give every model (but pop) a random KerasTuner search of N trials over its own "
+                             "space (its registry entry's search_space), each trial with the same budget, then train "
+                             "its best configuration; searches continue in OUT/tune/<model> [default: 0, no search]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -566,6 +619,22 @@ def main(argv=None) -> int:
     total = len(plan.entries)
     for number, entry in enumerate(plan.entries, start=1):
         label = f"[{number}/{total}] {entry.model}"
+        tuning = None
+        if entry.action == "tune":
+            log.info("%s: searching %d trial(s) over its own space ... (%s)", label, args.tune,
+                     out / TUNE_DIR / entry.model)
+            try:
+                tuning = tune_entry(entry, args.tune, out, progress=not args.quiet)
+            except KeyboardInterrupt:
+                results[entry.model] = Result(entry.model, "not run", note="interrupted while tuning")
+                interrupted = True
+                log.error("%s: interrupted while tuning. Run the same command to continue the search.", label)
+                break
+            except Exception as error:  # reported as failed, as a failed run is
+                results[entry.model] = Result(entry.model, "failed", note=f"tuning: {_one_line(error)}",
+                                              error=traceback.format_exc())
+                log.error("%s: tuning FAILED: %s", label, _one_line(error))
+                continue
         if entry.not_applicable is None:
             doing = {"train": "training", "restart": "training", "resume": "resuming the interrupted run",
                      "reuse": "reusing the finished run"}[entry.action]
@@ -578,6 +647,8 @@ def main(argv=None) -> int:
             log.error("%s: interrupted after %s. Run the same command to continue (this run resumes from its last "
                       "checkpoint).", label, _seconds(stop.result.seconds))
             break
+        if entry.not_applicable is None:
+            result.settings, result.tuning = own_settings(plan.base, entry.config), tuning
         results[entry.model] = result
         (log.error if result.status == "failed" else log.info)("%s: %s", label, describe(result))
         if result.error:

@@ -27,8 +27,11 @@ from mfn4rec_tf.splits import PROTOCOLS
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 """`train.strategy`: one device, the devices of one machine, or several machines (`mfn4rec_tf/multi_worker.py`)."""
-TRAINING_LOSSES = ("full", "sampled")
-"""`train.loss`: softmax cross-entropy over every item, or the sampled softmax (`mfn4rec_tf.sampled`)."""
+TRAINING_LOSSES = ("full", "sampled", "bce")
+"""`train.loss`: softmax cross-entropy over every item, the sampled softmax, or binary cross-entropy on the
+target and one sampled negative per position (SASRec's paper loss); the last two in `mfn4rec_tf.sampled`."""
+OPTIMIZERS = ("adam", "adagrad")
+"""`train.optimizer`: Adam (betas 0.9 and `train.adam_beta_2`) or Adagrad (GRU4Rec's papers)."""
 SAMPLERS = ("uniform", "popularity", "in-batch")
 """`train.sampler`: how the sampled loss draws its negatives (`mfn4rec_tf.sampled`)."""
 
@@ -90,7 +93,9 @@ class TrainSection:
     Attributes:
         epochs: most epochs of the selection phase.
         batch_size: sequences per batch (paper: 64).
-        learning_rate: Adam's (paper: 0.01).
+        learning_rate: the optimizer's (paper: 0.01).
+        optimizer: `adam` (default) or `adagrad`.
+        adam_beta_2: Adam's second-moment decay (Keras' default 0.999; SASRec's paper 0.98).
         targets: `all` (next item at every position) or `last` (only the final one).
         patience: stop after this many epochs (>= 1) without a better validation Recall@20.
         seed: seeds weights, dropout and batch order.
@@ -103,8 +108,10 @@ class TrainSection:
         strategy: `none`, `mirrored` (tf.distribute.MirroredStrategy over the local devices) or
             `multi-worker` (MultiWorkerMirroredStrategy over the processes in `TF_CONFIG`, with the
             custom loop of `mfn4rec_tf/multi_worker.py`).
-        loss: `full` (softmax cross-entropy over every item) or `sampled` (sampled softmax with the
-            logQ correction over the target and `num_negatives` shared negatives, `mfn4rec_tf.sampled`).
+        loss: `full` (softmax cross-entropy over every item), `sampled` (sampled softmax with the
+            logQ correction over the target and `num_negatives` shared negatives) or `bce` (binary
+            cross-entropy on the target and one uniformly drawn negative per position, SASRec's paper
+            loss), the last two in `mfn4rec_tf.sampled`.
         num_negatives: S, the negatives of each batch for `loss: sampled`.
         sampler: how the negatives are drawn: `uniform`, `popularity` or `in-batch`.
     """
@@ -123,6 +130,8 @@ class TrainSection:
     loss: str = "full"
     num_negatives: int = 1024
     sampler: str = "uniform"
+    optimizer: str = "adam"
+    adam_beta_2: float = 0.999
 
 
 @dataclass
@@ -156,6 +165,10 @@ class RunConfig:
             raise ValueError(f"`train.learning_rate` must be > 0. Received: {self.train.learning_rate}")
         if self.train.targets not in TARGET_MODES:
             raise ValueError(f"`train.targets` must be one of {TARGET_MODES}. Received: {self.train.targets!r}")
+        if self.train.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`train.optimizer` must be one of {OPTIMIZERS}. Received: {self.train.optimizer!r}")
+        if not 0 <= self.train.adam_beta_2 < 1:
+            raise ValueError(f"`train.adam_beta_2` must be in [0, 1). Received: {self.train.adam_beta_2}")
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
         self._check_loss(spec)
@@ -170,14 +183,14 @@ class RunConfig:
         if train.sampler not in SAMPLERS:
             raise ValueError(f"`train.sampler` must be one of {SAMPLERS}. Received: {train.sampler!r}")
         check_positive_int("train.num_negatives", train.num_negatives)
-        if train.loss != "sampled" or spec.sampled_loss is None:
+        if train.loss == "full" or spec.sampled_loss is None:
             return
         if spec.sampled_loss is False:
-            raise NotApplicable(f"`train.loss: sampled` does not apply to {spec.name} ({spec.description}: it trains "
-                                f"with its own loss or scores items without one vector per item).")
+            raise NotApplicable(f"`train.loss: {train.loss}` does not apply to {spec.name} ({spec.description}: it "
+                                f"trains with its own loss or scores items without one vector per item).")
         if train.strategy != "none":
-            raise ValueError(f"`train.loss: sampled` runs on one device (its own training step is not distributed); "
-                             f"use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
+            raise ValueError(f"`train.loss: {train.loss}` runs on one device (its own training step is not "
+                             f"distributed); use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
 
     @property
     def retrain(self) -> bool:
