@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -135,7 +134,7 @@ def recbole_worker(work: Path, epochs: int, patience: int):
 
     loader = torch.load
     torch.load = lambda *args, **kwargs: loader(*args, **{**kwargs, "weights_only": False})  # RecBole's checkpoints
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # on a shared machine two spinning OpenMP threads ran many times slower
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
