@@ -64,13 +64,14 @@ FLAGS = {
     "--dropout": ("model.dropout", float, "dropout of every FC block"),
     "--epochs": ("train.epochs", int, "most epochs of the selection phase"),
     "--batch-size": ("train.batch_size", int, "sequences per batch"),
-    "--learning-rate": ("train.learning_rate", float, "Adam learning rate"),
+    "--learning-rate": ("train.learning_rate", float, "learning rate of the optimizer (train.optimizer)"),
     "--targets": ("train.targets", str, "train on the next item at every position (all) or the last one (last)"),
     "--patience": ("train.patience", int, "early stopping: epochs without a better validation Recall@20"),
     "--seed": ("train.seed", int, "seed of weights, dropout and batch order"),
     "--strategy": ("train.strategy", str, f"distribution strategy: {', '.join(STRATEGIES)}"),
-    "--loss": ("train.loss", str, f"training loss: {', '.join(TRAINING_LOSSES)} (sampled softmax with the logQ "
-                                  "correction; evaluation always ranks every item)"),
+    "--loss": ("train.loss", str, f"training loss: {', '.join(TRAINING_LOSSES)} (full softmax; sampled softmax "
+                                  "with the logQ correction; binary cross-entropy with one sampled negative per "
+                                  "position; evaluation always ranks every item)"),
     "--num-negatives": ("train.num_negatives", int, "negatives per batch of the sampled loss"),
     "--sampler": ("train.sampler", str, f"negatives of the sampled loss: {', '.join(SAMPLERS)}"),
     "--softmax-chunk": ("train.softmax_chunk", int, "full loss: 0 = Keras' softmax over every position; C > 0 = the "

@@ -110,6 +110,7 @@ class Entry:
         run_dir: `OUT/runs/<model>`.
         action: `"train"` (new run), `"restart"` (a run directory left before its first state was
             written: cleared, then trained), `"resume"` (an interrupted run) or `"reuse"` (finished);
+            `"tune"` (`--tune`: searched first, then one of those for the best configuration);
             `None` when the model is not applicable.
         not_applicable: why the model cannot run on this data, or None.
         seed: the run's `train.seed`.
@@ -149,6 +150,10 @@ class Result:
         p_value: the Wilcoxon signed-rank test's p-value of this model's per-user Recall@20 against
             the best model's (None for the best one, or when it could not be computed).
         significant: whether `p_value` < 0.05; None when there is no p-value.
+        settings: the settings of its run that differ from the shared ones (its registry preset,
+            its tuned values), `{"section.key": value}`.
+        tuning: with `--tune`: the trials, the tuning directory and the best trial's values and
+            validation Recall@20.
     """
 
     model: str
@@ -169,6 +174,8 @@ class Result:
     seeds: list | None = None
     p_value: float | None = None
     significant: bool | None = None
+    settings: dict | None = None
+    tuning: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -233,6 +240,7 @@ def make_plan(args) -> Plan:
     seeds = [base.train.seed + i for i in range(args.seeds)]
     entries = []
     for model in models:
+        tuned = getattr(args, "tune", 0) and registry.get(model).search_space is not None
         for seed in seeds:
             run_dir = out / RUNS_DIR / model if len(seeds) == 1 else out / RUNS_DIR / model / f"seed{seed}"
             extra = [f"model.variant={model}"] + ([f"train.seed={seed}"] if len(seeds) > 1 else [])
@@ -247,7 +255,9 @@ def make_plan(args) -> Plan:
             except ValueError as error:
                 raise CompareError(f"Model {model!r} cannot be configured with these settings: {error} "
                                    f"(change them, or leave {model} out of --models).") from None
-            entries.append(Entry(model, config, run_dir, _existing_run(run_dir, config), seed=seed))
+            # with --tune, every seed's run waits for the model's search (made once, at its first seed)
+            entries.append(Entry(model, config, run_dir, "tune" if tuned else _existing_run(run_dir, config),
+                                 seed=seed))
 
     counts = dataset.manifest["counts"]
     summary = {
@@ -274,6 +284,7 @@ def make_plan(args) -> Plan:
         "seeds": seeds,
         "retrain": base.retrain,
         "settings": _shared_settings(base),
+        "tune": getattr(args, "tune", 0),
     }
     return Plan(out, base, entries, summary)
 
@@ -313,6 +324,47 @@ def _differences(saved_text: str, config: RunConfig) -> str:
     except yaml.YAMLError:
         return "its config.yaml is not valid YAML"
     return cli.differences(saved, config.to_dict()) or "config.yaml differs"
+
+
+def own_settings(base: RunConfig, config: RunConfig) -> dict:
+    """`{"section.key": value}` of `config`'s settings that differ from `base`'s (the shared ones)."""
+    shared, own = cli.flat(base.to_dict()), cli.flat(config.to_dict())
+    return {key: value for key, value in own.items() if key != "model.variant" and shared.get(key) != value}
+
+
+TUNE_DIR = "tune"
+
+
+def tune_entry(entry: Entry, trials: int, out: Path, progress: bool):
+    """`--tune`: a random search of `trials` trials over the model's own space (its registry entry's
+    `search_space`) from its configuration, in `OUT/tune/<model>` (continued when there).
+
+    Returns:
+        `(record, best)`: the tuning record of the model's `Result`, and the best trial's configuration.
+
+    Raises:
+        RuntimeError: no trial completed.
+    """
+    from mfn4rec_tf import tune
+    from mfn4rec_tf.search_spaces import load_space
+
+    name = registry.get(entry.model).search_space
+    space = load_space(name)
+    where = out / TUNE_DIR / entry.model
+    best, rows = tune.run_search(entry.config, space, where, trials, progress=progress)
+    if best is None:
+        raise RuntimeError(f"no trial of the {entry.model} search completed (see {where / 'trials.csv'})")
+    top = tune.best_row(rows)
+    record = {"space": name, "trials": len(rows), "dir": str(where), "best_trial": top["trial"],
+              "valid_recall@20": top[tune.OBJECTIVE], "values": {key: top[key] for key in space.keys}}
+    return record, best
+
+
+def apply_tuning(entry: Entry, best: RunConfig) -> None:
+    """Sets `entry.config` to the tuned configuration `best` at the entry's own seed, and
+    `entry.action` for its run directory (CompareError: the directory holds other settings)."""
+    entry.config = dataclasses.replace(best, train=dataclasses.replace(best.train, seed=entry.config.train.seed))
+    entry.action = _existing_run(entry.run_dir, entry.config)
 
 
 def _shared_settings(base: RunConfig) -> dict:
@@ -530,6 +582,10 @@ def format_markdown(summary: dict, results, command: str) -> str:
         (f"- Budget: up to {summary['budget']} epoch(s) per model{budgets}, early stopping after "
          f"{summary['patience']} epoch(s) without a better validation Recall@20 (the selection metric), {seeding}; "
          f"{retrain}; a model's own preset may differ (`pop` counts items in one epoch and is always retrained)"),
+        ("- Settings: each model runs at its registry preset (its own paper's settings where the paper gives them, "
+         "e.g. sasrec, gru4rec) under the settings of this command, which apply to every model"
+         + (f"; each model was first tuned by a random search of {summary['tune']} trial(s) over its own space"
+            if summary.get("tune") else "") + f". Each model's own settings are in {RECORD}"),
         f"- Date: {summary['date']}. Machine: {summary['machine']}. Software: {summary['software']}",
         f"- Command: `{command}`",
         "",
@@ -735,6 +791,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=1,
                         help="train each model N times, with seeds train.seed, train.seed + 1, ...; the table shows "
                              "mean ± std [default: 1]")
+    parser.add_argument("--tune", type=cli.at_least(0), default=0, metavar="N",
+                        help="first give every model (but pop) a random KerasTuner search of N trials over its own "
+                             "space (its registry entry's search_space), each trial with the same budget, then train "
+                             "its best configuration; searches continue in OUT/tune/<model> [default: 0, no search]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -775,8 +835,31 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     interrupted = False
     total = len(plan.entries)
+    tunings = {}  # model -> its tuning record (or the error that ended its search)
     for number, entry in enumerate(plan.entries, start=1):
         label = f"[{number}/{total}] {entry.model}" + (f" (seed {entry.seed})" if len(seeds) > 1 else "")
+        if entry.action == "tune":
+            if entry.model not in tunings:
+                log.info("%s: searching %d trial(s) over its own space ... (%s)", label, args.tune,
+                         out / TUNE_DIR / entry.model)
+                try:
+                    tunings[entry.model] = tune_entry(entry, args.tune, out, progress=not args.quiet)
+                except KeyboardInterrupt:
+                    runs[(entry.model, entry.seed)] = Result(entry.model, "not run", note="interrupted while tuning",
+                                                             seed=entry.seed)
+                    interrupted = True
+                    log.error("%s: interrupted while tuning. Run the same command to continue the search.", label)
+                    break
+                except Exception as error:  # reported as failed, as a failed run is
+                    tunings[entry.model] = error
+                    log.error("%s: tuning FAILED: %s", label, _one_line(error))
+            tuning = tunings[entry.model]
+            if isinstance(tuning, Exception):
+                runs[(entry.model, entry.seed)] = Result(entry.model, "failed", note=f"tuning: {_one_line(tuning)}",
+                                                         seed=entry.seed, error="".join(
+                                                             traceback.format_exception(tuning)))
+                continue
+            apply_tuning(entry, tuning[1])
         if entry.not_applicable is None:
             doing = {"train": "training", "restart": "training", "resume": "resuming the interrupted run",
                      "reuse": "reusing the finished run"}[entry.action]
@@ -789,6 +872,9 @@ def main(argv=None) -> int:
             log.error("%s: interrupted after %s. Run the same command to continue (this run resumes from its last "
                       "checkpoint).", label, _seconds(stop.result.seconds))
             break
+        if entry.not_applicable is None:
+            tuning = tunings.get(entry.model)
+            result.settings, result.tuning = own_settings(plan.base, entry.config), tuning and tuning[0]
         runs[(entry.model, entry.seed)] = result
         (log.error if result.status == "failed" else log.info)("%s: %s", label, describe(result))
         if result.error:

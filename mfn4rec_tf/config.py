@@ -94,6 +94,9 @@ class ModelConfig:
         memory_mode: `"scan"` (default: every step's gates at once, then a parallel scan of Eq. 9) or
             `"cell"` (the `GatedMemoryCell` step by step); same weights, same outputs.
         gru_implementation: `"fused"` (default) or `"keras"`, see `GRU_IMPLEMENTATIONS`.
+        attention_heads: attention heads of each self-attention block (`sasrec` only; the model
+            width must divide by it). Default 1 (SASRec's paper).
+        attention_blocks: self-attention blocks (`sasrec` only). Default 2 (SASRec's paper).
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -110,6 +113,8 @@ class ModelConfig:
     gru_reset_after: bool = True
     memory_mode: str = "scan"
     gru_implementation: str = "fused"
+    attention_heads: int = 1
+    attention_blocks: int = 2
     seed: int | None = None
 
     def __post_init__(self):
@@ -163,7 +168,8 @@ class ModelConfig:
         return cls(**data)
 
 
-SIZE_SETTINGS = ("id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units", "output_units")
+SIZE_SETTINGS = ("id_embedding_dim", "id_hidden_units", "memory_dim", "fc_hidden_units", "output_units",
+                 "attention_heads", "attention_blocks")
 
 
 def check_model_settings(settings, prefix: str = "") -> None:

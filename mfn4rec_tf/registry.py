@@ -10,8 +10,11 @@ Each `ModelSpec` holds what the rest of the package needs to know about a model:
 - `loss`: a factory `loss(config) -> keras.losses.Loss` for a model with its own training loss
   (BPR's pairwise loss), or None for the package's default, softmax cross-entropy over every item.
 - `modalities`: which feature modalities it reads (see `model_modalities`).
-- `preset`: its default settings, `{"model": {...}, "train": {...}}`, applied over the dataclass
-  defaults of `mfn4rec_tf.run_config` and under everything a user sets.
+- `preset`: its default settings, `{"data": {...}, "model": {...}, "train": {...}}`, applied over the
+  dataclass defaults of `mfn4rec_tf.run_config` and under everything a user sets: each model runs
+  at its own paper's settings where the paper gives them (SASRec's, GRU4Rec's); MFN4Rec's are the
+  dataclass defaults (the paper's Table 1).
+- `search_space`: the search space `compare --tune` gives it.
 - `max_length`, `max_epochs`: limits of the model (SASRec's table of learned positions; `pop`,
   whose whole training is one pass of counting).
 
@@ -54,9 +57,11 @@ class ModelSpec:
         preset: default settings, `{"model": {...}, "train": {...}}`, over the dataclass defaults.
         max_length: the longest history it can read (`data.max_length` must not exceed it), or None.
         max_epochs: most epochs that can change it (training stops there), or None.
-        sampled_loss: whether `train.loss: sampled` applies: True (a softmax over its `ItemLogits`),
-            False (it has its own loss, or no item vector per item: not applicable), or None (it
-            does not train by a loss at all: the setting is ignored).
+        sampled_loss: whether `train.loss: sampled` (and `bce`) applies: True (a softmax over its
+            `ItemLogits`), False (it has its own loss, or no item vector per item: not applicable),
+            or None (it does not train by a loss at all: the setting is ignored).
+        search_space: the shipped search space (`mfn4rec_tf/search_spaces/<name>.yaml`) that
+            `compare --tune` searches for it; None for a model with nothing to tune (`pop`).
     """
 
     name: str
@@ -70,6 +75,7 @@ class ModelSpec:
     max_length: int | None = None
     max_epochs: int | None = None
     sampled_loss: bool | None = True
+    search_space: str | None = "paper"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -128,6 +134,24 @@ _MULTIMODAL = "mfn4rec_tf.baselines.multimodal"
 SASREC_MAX_POSITIONS = 512
 """Rows of SASRec's table of learned positions, hence the longest history it reads."""
 
+SASREC_PRESET = {
+    "data": {"max_length": 50},
+    "model": {"id_embedding_dim": 50, "attention_blocks": 2, "attention_heads": 1, "dropout": 0.5},
+    "train": {"learning_rate": 0.001, "adam_beta_2": 0.98, "batch_size": 128},
+}
+"""SASRec's settings (Kang & McAuley, 2018, Sec. IV-B): d = 50, 2 blocks, 1 head, Adam with lr 0.001
+and betas (0.9, 0.98), batch 128, at most 50 recent items, dropout 0.5 (the paper's rate for its
+sparse Amazon data; it uses 0.2 and 200 items on the dense MovieLens-1M: `--set model.dropout=0.2
+--max-length 200`). Trained with the package's full softmax unless `train.loss: bce` (the paper's)."""
+
+GRU4REC_PRESET = {
+    "model": {"id_embedding_dim": 100, "id_hidden_units": 100, "dropout": 0.0},
+    "train": {"optimizer": "adagrad", "learning_rate": 0.01},
+}
+"""GRU4Rec's settings (Hidasi et al., 2016): one GRU layer of 100 units, Adagrad, and the
+cross-entropy row of its Table 2 (dropout 0, learning rate 0.01). The paper feeds one-hot items;
+the embedding of width 100 stands in for them (an assumption, as in common implementations)."""
+
 _REGISTRY: dict = {}
 
 
@@ -152,26 +176,31 @@ for _spec in (
               modalities="none", max_epochs=1, sampled_loss=None,
               # Its scores are the counts of the training data it saw, so it always counts the data
               # before the test targets (train + validation), whatever the protocol.
-              preset={"train": {"retrain": True}}),
+              preset={"train": {"retrain": True}}, search_space=None),
     ModelSpec("bpr", "baseline", f"{_BPR}:build_bpr", "matrix factorisation with the BPR loss",
-              paper="Rendle et al., UAI 2009", modalities="none", loss=f"{_BPR}:bpr_loss", sampled_loss=False),
+              paper="Rendle et al., UAI 2009", modalities="none", loss=f"{_BPR}:bpr_loss", sampled_loss=False,
+              search_space="bpr"),
     ModelSpec("vbpr", "baseline", f"{_BPR}:build_vbpr", "BPR with visual factors",
               paper="He & McAuley, AAAI 2016", modalities=("image",), loss=f"{_BPR}:bpr_loss",
-              sampled_loss=False),
+              sampled_loss=False, search_space="bpr"),
     ModelSpec("lstm", "baseline", f"{_SEQUENTIAL}:build_lstm", "item embedding, LSTM, softmax",
-              paper="MV-RNN's ID-only RNN (Cui et al., TKDE 2018)", modalities="none"),
+              paper="MV-RNN's ID-only RNN (Cui et al., TKDE 2018)", modalities="none", search_space="rnn"),
     ModelSpec("p-rnn", "baseline", f"{_MULTIMODAL}:build_p_rnn", "one GRU per stream, states concatenated",
-              paper="Hidasi et al., RecSys 2016", modalities="some"),
+              paper="Hidasi et al., RecSys 2016", modalities="some", search_space="multimodal"),
     ModelSpec("mv-rnn-con", "baseline", f"{_MULTIMODAL}:build_mv_rnn_con", "views projected and concatenated, one GRU",
-              paper="Cui et al., TKDE 2018", modalities="some"),
+              paper="Cui et al., TKDE 2018", modalities="some", search_space="multimodal"),
     ModelSpec("mv-rnn-fus", "baseline", f"{_MULTIMODAL}:build_mv_rnn_fus", "views projected and summed, one GRU",
-              paper="Cui et al., TKDE 2018", modalities="some"),
+              paper="Cui et al., TKDE 2018", modalities="some", search_space="multimodal"),
     ModelSpec("mv-rnn-3mdae", "baseline", f"{_MULTIMODAL}:build_mv_rnn_3mdae",
-              "views fused by a denoising auto-encoder, one GRU", paper="Cui et al., TKDE 2018", modalities="some"),
+              "views fused by a denoising auto-encoder, one GRU", paper="Cui et al., TKDE 2018", modalities="some",
+              search_space="multimodal"),
     ModelSpec("vcsrs", "baseline", f"{_MULTIMODAL}:build_vcsrs", "feature-level attention into an LSTM",
-              paper="Qu et al., Neurocomputing 2021", modalities="some"),
+              paper="Qu et al., Neurocomputing 2021", modalities="some", search_space="multimodal"),
+    ModelSpec("gru4rec", "baseline", f"{_SEQUENTIAL}:build_gru4rec", "item embedding, one GRU, softmax",
+              paper="Hidasi et al., ICLR 2016", modalities="none", preset=GRU4REC_PRESET, search_space="gru4rec"),
     ModelSpec("sasrec", "baseline", f"{_SEQUENTIAL}:build_sasrec", "causal self-attention over the item IDs",
-              paper="Kang & McAuley, ICDM 2018", modalities="none", max_length=SASREC_MAX_POSITIONS),
+              paper="Kang & McAuley, ICDM 2018", modalities="none", max_length=SASREC_MAX_POSITIONS,
+              preset=SASREC_PRESET, search_space="sasrec"),
     ModelSpec("mfn4rec", "mfn4rec", _MFN4REC, "MFN4Rec: multi-GRU + gated memory network (Eq. 1-12)"),
     ModelSpec("mfn4rec-g", "mfn4rec", _MFN4REC, "ablation: the multi-GRU only, no memory network"),
     ModelSpec("mfn4rec-m", "mfn4rec", _MFN4REC, "ablation: the memory network only, no GRUs"),

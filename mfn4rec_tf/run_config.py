@@ -30,8 +30,11 @@ TRAIN_WINDOWS = ("last", "sliding")
 
 STRATEGIES = ("none", "mirrored", "multi-worker")
 """`train.strategy`: one device, the devices of one machine, or several machines (`mfn4rec_tf/multi_worker.py`)."""
-TRAINING_LOSSES = ("full", "sampled")
-"""`train.loss`: softmax cross-entropy over every item, or the sampled softmax (`mfn4rec_tf.sampled`)."""
+TRAINING_LOSSES = ("full", "sampled", "bce")
+"""`train.loss`: softmax cross-entropy over every item, the sampled softmax, or binary cross-entropy on the
+target and one sampled negative per position (SASRec's paper loss); the last two in `mfn4rec_tf.sampled`."""
+OPTIMIZERS = ("adam", "adagrad")
+"""`train.optimizer`: Adam (betas 0.9 and `train.adam_beta_2`) or Adagrad (GRU4Rec's papers)."""
 SAMPLERS = ("uniform", "popularity", "in-batch")
 """`train.sampler`: how the sampled loss draws its negatives (`mfn4rec_tf.sampled`)."""
 
@@ -104,7 +107,9 @@ class TrainSection:
     Attributes:
         epochs: most epochs of the selection phase.
         batch_size: sequences per batch (paper: 64).
-        learning_rate: Adam's (paper: 0.01).
+        learning_rate: the optimizer's (paper: 0.01).
+        optimizer: `adam` (default) or `adagrad`.
+        adam_beta_2: Adam's second-moment decay (Keras' default 0.999; SASRec's paper 0.98).
         targets: `all` (next item at every position) or `last` (only the final one).
         patience: stop after this many epochs (>= 1) without a better validation Recall@20.
         seed: seeds weights, dropout and batch order.
@@ -117,8 +122,10 @@ class TrainSection:
         strategy: `none`, `mirrored` (tf.distribute.MirroredStrategy over the local devices) or
             `multi-worker` (MultiWorkerMirroredStrategy over the processes in `TF_CONFIG`, with the
             custom loop of `mfn4rec_tf/multi_worker.py`).
-        loss: `full` (softmax cross-entropy over every item) or `sampled` (sampled softmax with the
-            logQ correction over the target and `num_negatives` shared negatives, `mfn4rec_tf.sampled`).
+        loss: `full` (softmax cross-entropy over every item), `sampled` (sampled softmax with the
+            logQ correction over the target and `num_negatives` shared negatives) or `bce` (binary
+            cross-entropy on the target and one uniformly drawn negative per position, SASRec's paper
+            loss), the last two in `mfn4rec_tf.sampled`.
         num_negatives: S, the negatives of each batch for `loss: sampled`.
         softmax_chunk: for `loss: full`, 0 = Keras' softmax cross-entropy over the `(B, T, N + 1)`
             logits of every position; C > 0 = the same loss at the real positions only, computed C
@@ -149,6 +156,8 @@ class TrainSection:
     softmax_chunk: int = 0
     max_steps: int | None = None
     max_minutes: float | None = None
+    optimizer: str = "adam"
+    adam_beta_2: float = 0.999
 
 
 @dataclass
@@ -183,6 +192,10 @@ class RunConfig:
             raise ValueError(f"`train.learning_rate` must be > 0. Received: {self.train.learning_rate}")
         if self.train.targets not in TARGET_MODES:
             raise ValueError(f"`train.targets` must be one of {TARGET_MODES}. Received: {self.train.targets!r}")
+        if self.train.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`train.optimizer` must be one of {OPTIMIZERS}. Received: {self.train.optimizer!r}")
+        if not 0 <= self.train.adam_beta_2 < 1:
+            raise ValueError(f"`train.adam_beta_2` must be in [0, 1). Received: {self.train.adam_beta_2}")
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
         self._check_loss(spec)
@@ -228,14 +241,14 @@ class RunConfig:
         if isinstance(train.softmax_chunk, bool) or not isinstance(train.softmax_chunk, int) or train.softmax_chunk < 0:
             raise ValueError("`train.softmax_chunk` must be 0 (Keras' softmax) or a positive number of items. "
                              f"Received: {train.softmax_chunk!r}")
-        if train.loss != "sampled" or spec.sampled_loss is None:
+        if train.loss == "full" or spec.sampled_loss is None:
             return
         if spec.sampled_loss is False:
-            raise NotApplicable(f"`train.loss: sampled` does not apply to {spec.name} ({spec.description}: it trains "
-                                f"with its own loss or scores items without one vector per item).")
+            raise NotApplicable(f"`train.loss: {train.loss}` does not apply to {spec.name} ({spec.description}: it "
+                                f"trains with its own loss or scores items without one vector per item).")
         if train.strategy != "none":
-            raise ValueError(f"`train.loss: sampled` runs on one device (its own training step is not distributed); "
-                             f"use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
+            raise ValueError(f"`train.loss: {train.loss}` runs on one device (its own training step is not "
+                             f"distributed); use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
 
     @property
     def retrain(self) -> bool:

@@ -26,6 +26,15 @@ million items reaches). Its `RemoveAccidentalHits` (0.4.0) adds `finfo(float32).
 (about 1e-40) to the duplicates' logits, which leaves them unchanged, so the hits are masked here
 (`tests/test_sampled.py` shows both).
 
+`train.loss: bce` is SASRec's own loss (Kang & McAuley, ICDM 2018, Eq. 6): at each real position,
+binary cross-entropy on the target and on one negative drawn for that position alone, uniformly
+among the other items (`OneNegativeSampler`):
+
+    loss = softplus(-s_target) + softplus(s_negative)    (= -log σ(s_target) - log(1 - σ(s_negative)))
+
+averaged over the real positions (`one_negative_bce_loss`). SASRec's code draws the negative among
+the items the user never interacted with; here it is any item but the position's target.
+
 Evaluation always ranks every item; only training samples.
 """
 
@@ -137,6 +146,55 @@ def sampled_logits(h, targets, negatives, kernel, bias, probabilities):
     return ops.where(hits, ops.cast(HIT_LOGIT, logits.dtype), logits)
 
 
+class OneNegativeSampler:
+    """One negative per position, uniform over the items other than that position's target.
+
+    Args:
+        num_items: N (items 1..N; at least 2).
+        seed_generator: a `keras.random.SeedGenerator` (its state is checkpointed with the model).
+    """
+
+
+    def __init__(self, num_items, seed_generator):
+        if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 2:
+            raise ValueError(f"The bce loss draws a negative other than the target, so it needs at least 2 items. "
+                             f"Received: {num_items!r}")
+        self.num_items = int(num_items)
+        self.seed_generator = seed_generator
+
+    @property
+    def seed_states(self) -> list:
+        """The state variables that continue its draws (checkpointed beside the model's)."""
+        return [self.seed_generator.state]
+
+    def loss(self, h, targets, weights, item_logits):
+        """The one-negative BCE of `h` `(M, d)` at M real positions with `targets` and `weights` `(M,)`."""
+        return one_negative_bce_loss(h, targets, self.sample(targets), item_logits.kernel, item_logits.bias, weights)
+
+    def sample(self, targets):
+        """`(M,)` int32 negatives for the `(M,)` targets: uniform over 1..N without the target."""
+        targets = tf.cast(targets, tf.int32)
+        draws = tf.cast(keras.random.randint(tf.shape(targets), 1, self.num_items, seed=self.seed_generator),
+                        tf.int32)  # 1..N-1
+        return draws + tf.cast(draws >= targets, tf.int32)  # skip the target: uniform over the other N-1
+
+
+def one_negative_bce_loss(h, targets, negatives, kernel, bias, weights):
+    """Mean over the positions (weighted) of `softplus(-s_target) + softplus(s_negative)`.
+
+    Args:
+        h: `(M, d)` user representations; targets, negatives: `(M,)` item indices; kernel, bias: the
+        item output layer's `(d, N + 1)` and `(N + 1,)` weights; weights: `(M,)`.
+    """
+    kernel = ops.transpose(ops.cast(kernel, h.dtype))  # (N + 1, d)
+    bias = ops.cast(bias, h.dtype)
+    positive = ops.sum(h * ops.take(kernel, targets, axis=0), axis=-1) + ops.take(bias, targets)
+    negative = ops.sum(h * ops.take(kernel, negatives, axis=0), axis=-1) + ops.take(bias, negatives)
+    loss = ops.softplus(-positive) + ops.softplus(negative)
+    weights = ops.cast(weights, loss.dtype)
+    return ops.sum(loss * weights) / ops.maximum(ops.sum(weights), 1.0)
+
+
 def sampled_softmax_loss(logits, weights):
     """Mean over the positions (weighted) of `-log softmax(logits)[:, 0]`."""
     loss = -ops.log_softmax(logits, axis=-1)[:, 0]
@@ -161,8 +219,9 @@ class _SampledTraining:
 @keras.saving.register_keras_serializable(package="mfn4rec")
 class SampledSoftmaxModel(keras.Model):
     """A model of the package (functional, same layers and outputs) whose `fit` trains with the
-    sampled softmax of this module once `attach_sampler` gave it a sampler (or with the chunked full
-    softmax of `mfn4rec_tf.chunked_softmax`); without one it trains as any Keras model. It keeps
+    sampled softmax (or, with a `OneNegativeSampler`, the one-negative BCE) of this module once
+    `attach_sampler` gave it a sampler (or with the chunked full softmax of
+    `mfn4rec_tf.chunked_softmax`); without one it trains as any Keras model. It keeps
     `keras.Model`'s constructor, so Keras saves and loads it as a functional model; the sampler is not
     saved (`training.py` attaches it again on resume).
     """
@@ -201,12 +260,13 @@ class SampledSoftmaxModel(keras.Model):
 
 def attach_sampler(model: keras.Model, sampler) -> SampledSoftmaxModel:
     """`model` as a `SampledSoftmaxModel` (the same layers; `model` itself when it is one) that trains
-    with `sampler`'s objective (a `CandidateSampler`, or `chunked_softmax.ChunkedSoftmax`). Raises
-    ValueError when the model has no `ItemLogits` output layer."""
-    from mfn4rec_tf.layers import ItemLogits
+    with `sampler`'s objective (a `CandidateSampler`: sampled softmax; a `OneNegativeSampler`:
+    one-negative BCE; `chunked_softmax.ChunkedSoftmax`: the full softmax in chunks). Raises ValueError
+    when the model scores items without one vector per item."""
+    from mfn4rec_tf.layers import has_item_vectors
 
     layer = model.get_layer("item_logits")
-    if type(layer) is not ItemLogits:
+    if not has_item_vectors(layer):
         raise ValueError(f"This loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
                          f"scores items with {type(layer).__name__}.")
     if not isinstance(model, SampledSoftmaxModel):

@@ -413,7 +413,7 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
 
     `build_model(config.model_config(dataset))` in the output mode of `train.targets` ("sequence"
     for `all`, "last" for `last`), with the feature tables of the modalities it reads (for VBPR),
-    Adam with `train.learning_rate`, and the model's loss on the logits (`training_loss`: softmax
+    the optimizer of `train.optimizer` (`make_optimizer`), and the model's loss on the logits (`training_loss`: softmax
     cross-entropy, or BPR's for bpr / vbpr). With `train.loss: sampled` the model trains with the
     sampled softmax (`with_training_loss`), whose sampler reads the targets of `sequences` (the
     training sequences; required then). Weights are drawn from Keras' global seed: seed first for
@@ -429,18 +429,26 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
     model = build_model(model_config, output_mode=output_mode, item_features=item_features)
     model = with_training_loss(model, config, sequences)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
+        optimizer=make_optimizer(config.train),
         loss={"logits": training_loss(model_config)},
     )
     return model
 
 
+def make_optimizer(train) -> keras.optimizers.Optimizer:
+    """The optimizer of `train` (a `TrainSection`): Adam (betas 0.9, `adam_beta_2`) or Adagrad."""
+    if train.optimizer == "adagrad":
+        return keras.optimizers.Adagrad(train.learning_rate)
+    return keras.optimizers.Adam(train.learning_rate, beta_2=train.adam_beta_2)
+
+
 def with_training_loss(model, config: RunConfig, sequences):
     """`model` ready for `train.loss`: itself for `full` (or a model that trains by no loss), or with
-    `train.softmax_chunk` > 0 a `SampledSoftmaxModel` training with the chunked full softmax; for
-    `sampled` a `SampledSoftmaxModel` over the same layers with a `CandidateSampler` of `train.sampler` and
-    `train.num_negatives` (seeded by `train.seed`), its probabilities from the targets of
-    `sequences` (each sequence's items after the first)."""
+    `train.softmax_chunk` > 0 a `SampledSoftmaxModel` training with the chunked full softmax; else a
+    `SampledSoftmaxModel` over the same layers: for `sampled`, with a `CandidateSampler` of
+    `train.sampler` and `train.num_negatives` (seeded by `train.seed`), its probabilities from the
+    targets of `sequences` (each sequence's items after the first); for `bce`, with a
+    `OneNegativeSampler` (one uniform negative per position)."""
     if registry.get(config.model.variant).sampled_loss is not True:
         return model
     if config.train.loss == "full":
@@ -450,9 +458,13 @@ def with_training_loss(model, config: RunConfig, sequences):
         from mfn4rec_tf.sampled import attach_sampler
 
         return attach_sampler(model, ChunkedSoftmax(config.train.softmax_chunk))
+    from mfn4rec_tf.sampled import CandidateSampler, OneNegativeSampler, attach_sampler
+
+    if config.train.loss == "bce":
+        num_items = model.get_layer("item_logits").vocabulary_size - 1
+        return attach_sampler(model, OneNegativeSampler(num_items, keras.random.SeedGenerator(config.train.seed + 7)))
     if sequences is None:
         raise RunError("`train.loss: sampled` needs the training sequences (for the sampler's probabilities).")
-    from mfn4rec_tf.sampled import CandidateSampler, attach_sampler
 
     num_items = model.get_layer("item_logits").vocabulary_size - 1
     targets = [np.asarray(s[1:], np.int64) for s in sequences if len(s) > 1]

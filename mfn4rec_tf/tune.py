@@ -318,6 +318,34 @@ def make_tuner(kind, hypermodel, out, max_trials, seed, hyperband_factor=3, init
     return tuner
 
 
+def run_search(base: RunConfig, space: SearchSpace, out, max_trials: int, tuner: str = "random",
+               progress: bool = False) -> tuple:
+    """One process's search as `main` runs it, for other commands (`compare --tune`).
+
+    Prepares (or continues) the tuning directory `out`, runs the trials still missing up to
+    `max_trials`, writes `trials.csv` and, when a trial completed, `best_config.yaml`.
+
+    Returns:
+        `(best configuration or None, the results rows of read_results)`.
+    """
+    out = Path(out)
+    check_dependencies(tuner)
+    hypermodel = MFN4RecHyperModel(base, space, progress=progress)
+    hypermodel.data()
+    prepare_directory(out, base, space, {"tuner": tuner})
+    make_tuner(tuner, hypermodel, out, max_trials, base.train.seed).search(verbose=0)
+    rows = read_results(out, space)
+    write_results(out / "trials.csv", rows, space)
+    best = best_row(rows)
+    if best is None:
+        return None, rows
+    best_config = space.apply(base, {key: best[key] for key in space.keys})
+    write_text(out / "best_config.yaml", f"# Best of {len(rows)} trial(s) of a {tuner} search over {space.source}: "
+                                         f"trial {best['trial']}, validation Recall@20 {best[OBJECTIVE]:.6f}.\n"
+                                         + best_config.to_yaml())
+    return best_config, rows
+
+
 # ---- the tuning directory ----
 
 def prepare_directory(out: Path, base: RunConfig, space: SearchSpace, settings: dict) -> bool:

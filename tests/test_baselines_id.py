@@ -77,7 +77,7 @@ def test_builds_in_both_modes_with_named_layers_and_floored_padding(variant, out
     inputs = make_inputs(config, LENGTHS)
     out = _predict(model, inputs)
     steps = () if output_mode == "last" else (max(LENGTHS),)
-    width = 2 * config.output_units if variant == "vbpr" else config.output_units
+    width = {"vbpr": 2 * config.output_units, "sasrec": config.id_embedding_dim}.get(variant, config.output_units)
     assert out["logits"].shape == (len(LENGTHS), *steps, config.vocabulary_size)
     assert out["user_representation"].shape == (len(LENGTHS), *steps, width)
     assert np.all(out["logits"][..., 0] == FLOOR)
@@ -106,8 +106,9 @@ def test_one_fit_step_with_its_loss_moves_the_weights(variant, output_mode):
                         epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     after = {w.path: keras.ops.convert_to_numpy(w) for w in model.trainable_weights}
-    assert not np.allclose(before[model.get_layer("item_logits").kernel.path],
-                           after[model.get_layer("item_logits").kernel.path])
+    scoring = model.get_layer("item_logits")
+    scoring = scoring.embeddings if variant == "sasrec" else scoring.kernel  # sasrec: the tied item table
+    assert not np.allclose(before[scoring.path], after[scoring.path])
     moved = [path for path in before if not np.allclose(before[path], after[path])]
     assert any("embedding" in path for path in moved), moved  # the gradient reaches the history side
     if table is not None:  # the feature table is data, not a parameter

@@ -27,7 +27,8 @@ SHARED_PATH = re.compile(r"(?<![\w-])shared/(?!data\b)[\w.-]+")  # ../shared/dat
 def _files(*suffixes):
     found = []
     for folder, dirs, files in os.walk(ROOT):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info"))
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")
+                         and not d.startswith(".venv"))  # also benchmarks/.venv-recbole (benchmarks/recbole_sasrec.py)
         found += [Path(folder) / name for name in sorted(files) if name.endswith(suffixes)]
     return found
 

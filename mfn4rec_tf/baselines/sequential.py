@@ -1,14 +1,17 @@
-"""Sequential baselines over item IDs only: `lstm` (paper Sec. 4.2) and `sasrec` (today's reference).
+"""Sequential baselines over item IDs only: `lstm` (paper Sec. 4.2), `gru4rec` and `sasrec`.
 
 Papers:
 
 - LSTM: Hochreiter and Schmidhuber (1997), "Long Short-Term Memory", Neural Computation 9(8). The
   MFN4Rec paper's ID-only RNN baseline (as in MV-RNN, Cui et al., 2018): the item-ID sequence
   through one LSTM, next-item softmax over every item.
+- GRU4Rec: Hidasi, Karatzoglou, Baltrunas and Tikk (2016), "Session-based Recommendations with
+  Recurrent Neural Networks", ICLR 2016 (and Hidasi & Karatzoglou, CIKM 2018, for its later
+  losses): the items of a sequence through one GRU layer, the hidden state scoring every item.
 - SASRec: Kang and McAuley (2018), "Self-Attentive Sequential Recommendation", ICDM 2018. Item
   embeddings plus learned positional embeddings, a stack of causal self-attention blocks
-  (layer norm, single-head attention, point-wise feed-forward network, residual connections,
-  dropout), the output at step `t` predicting item `t + 1`.
+  (layer norm, attention, point-wise feed-forward network, residual connections, dropout), the
+  output at step `t` predicting item `t + 1` by its inner product with the (shared) item embedding.
 
 Readings (ours):
 
@@ -18,20 +21,35 @@ Readings (ours):
   `config.seed`), the same block as MFN4Rec's FC_out, so the two differ only in what feeds it; it
   is also the model's only dropout (the LSTM has none, like MFN4Rec's GRUs). Trained with softmax
   cross-entropy over every item (the package default; no `loss` in their registry entries).
-- SASRec: model width `d = id_embedding_dim`; 2 blocks; 1 attention head (SASRec's choice, which
-  also works for any `d`; Keras' `MultiHeadAttention` adds an output projection that the paper's
-  Eq. 2 lacks); the paper's block `x + Dropout(g(LayerNorm(x)))` for `g` = self-attention and the
-  FFN (`ReLU(x W1 + b1) W2 + b2`, both `d x d`), and a final layer norm. Attention is masked causally
-  (step `t` sees steps `<= t`) and by the key padding mask. Dropout `dropout` on the embeddings,
-  the attention weights, the FFN's hidden layer and each sublayer's output (seeded from
-  `config.seed`). Positions are counted from the first item of the
-  right-padded sequence (position 0 = first item) in a fixed table of `MAX_POSITIONS` (512)
-  learned vectors; a longer input is an error (keep `data.max_length` <= 512). `fc_out` is a
-  `FullyConnected` projection of the final block output to `output_units` (activation
-  `output_activation`, no dropout: the blocks have their own), then `ItemLogits` scores every item.
-  So, unlike SASRec, the output item vectors are not tied to the input embedding (our models all
-  score through `ItemLogits`), and training is softmax cross-entropy over every item, the common
-  stronger variant of SASRec's binary cross-entropy with one sampled negative per position.
+- GRU4Rec: `Embedding(id_embedding_dim)` -> `keras.layers.GRU(id_hidden_units)` over the padding
+  mask -> dropout `dropout` on the hidden state (the layer named `fc_out`: no projection) ->
+  `ItemLogits` (an output vector and a bias per item, the paper's feed-forward output layer). The
+  registry preset is the 2016 paper's: 100 units, Adagrad, the cross-entropy setting of its Table 2
+  (dropout 0, learning rate 0.01); the embedding (width 100) stands in for its one-hot input, as in
+  common implementations. Trained by every sequence's every prefix in padded mini-batches (not the
+  paper's session-parallel mini-batches, which yield the same per-step targets), with softmax
+  cross-entropy over every item (default), the sampled softmax (`train.loss: sampled`, close to
+  the paper's mini-batch output sampling) or one-negative BCE (`bce`). The TOP1 and BPR(-max)
+  ranking losses of the papers are not implemented.
+- SASRec, as in the paper and its reference code: one item table `M` (`TiedItemLogits`, width
+  `d = id_embedding_dim`) embeds the inputs and scores the outputs (`r_t,i = F_t · M_i`, no bias);
+  the input embedding is scaled by `sqrt(d)` (the reference code's `scale=True`), learned positions
+  are added, then dropout `dropout`, and padding steps are set to zero (`ZeroPadding`). Each of the
+  `attention_blocks` blocks (2) is the reference code's pre-norm block with the residual on the
+  normalised query: `q = LN(x); x = q + Dropout(Attention(q, keys = values = x))`, then
+  `n = LN(x); x = n + Dropout(W2 Dropout(ReLU(W1 n + b1)) + b2)` (both `d x d`), padding zeroed
+  again; a final layer norm gives `F`. Attention has `attention_heads` heads (the paper: 1), is
+  masked causally (step `t` sees steps `<= t`) and by the key padding mask, and drops attention
+  weights at rate `dropout`; Keras' `MultiHeadAttention` adds an output projection that the
+  paper's Eq. 2 lacks. Dropout generators are seeded from `config.seed`. Positions are counted from
+  the first item of the right-padded sequence (position 0 = first item, as RecBole counts; the
+  reference code left-pads, so its last position is always the most recent item) in a table of
+  `MAX_POSITIONS` (512) learned vectors; a longer input is an error (keep `data.max_length` <=
+  512). The layer named `fc_out` is the identity on `F` (so `output_units` is not read), and the
+  layer named `item_logits` is the shared table. The preset is the paper's (`registry.SASREC_PRESET`);
+  training is softmax cross-entropy over every item by default (Klenitskiy & Vasilev, RecSys
+  2023, found it stronger than the paper's loss) or the paper's binary cross-entropy with one
+  sampled negative per position (`train.loss: bce`, `mfn4rec_tf.sampled`).
 """
 
 from __future__ import annotations
@@ -43,14 +61,12 @@ from keras import ops
 from mfn4rec_tf._checks import check_positive_int
 from mfn4rec_tf.baselines._common import fc_out_model, require_modalities, seed
 from mfn4rec_tf.config import ID_INPUT, ModelConfig
-from mfn4rec_tf.heads import model_inputs
-from mfn4rec_tf.layers import PaddingMask
+from mfn4rec_tf.heads import model_head, model_inputs
+from mfn4rec_tf.layers import ItemLogits, PaddingMask, TiedItemLogits
 from mfn4rec_tf.registry import SASREC_MAX_POSITIONS
 
 MAX_POSITIONS = SASREC_MAX_POSITIONS
 """Length of SASRec's positional table: the longest sequence it accepts."""
-SASREC_BLOCKS = 2
-SASREC_HEADS = 1
 
 
 def build_lstm(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
@@ -160,34 +176,66 @@ class CausalAttentionMask(keras.layers.Layer):
         return keras.KerasTensor((mask.shape[0], mask.shape[1], mask.shape[1]), dtype="bool")
 
 
+@keras.saving.register_keras_serializable(package="mfn4rec")
+class ZeroPadding(keras.layers.Layer):
+    """Sets the padding steps of a sequence to zero: `y[b, t] = x[b, t] * mask[b, t]` (SASRec's code
+    does so after the embedding and after every block).
+
+    Call arguments:
+        inputs: `(batch, steps, dim)` float tensor.
+        mask: `(batch, steps)` boolean tensor, True at the real steps.
+
+    Returns:
+        `(batch, steps, dim)` tensor.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ZeroPadding()(np.ones((1, 2, 1), "float32"), np.array([[True, False]])).numpy()[0, :, 0].tolist()
+    [1.0, 0.0]
+    """
+
+    def call(self, inputs, mask):
+        return inputs * ops.cast(mask, inputs.dtype)[..., None]
+
+    def compute_output_shape(self, inputs_shape, mask_shape=None):
+        return tuple(inputs_shape)
+
+
 def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
     """SASRec (Kang & McAuley, ICDM 2018) with the readings of the module docstring.
 
-    `item_ids` -> Embedding (`d = id_embedding_dim`) + learned positions -> dropout ->
-    2 x [x + Dropout(SelfAttention(LayerNorm(x))); x + Dropout(FFN(LayerNorm(x)))] -> LayerNorm ->
-    `fc_out` (to `output_units`) -> `ItemLogits`. `config.modalities` must be empty;
-    `item_features` is ignored.
+    `item_ids` -> tied item table (`d = id_embedding_dim`) x sqrt(d) + learned positions -> dropout
+    -> padding zeroed -> `attention_blocks` x [q = LN(x); x = q + Dropout(SelfAttention(q, x));
+    n = LN(x); x = n + Dropout(FFN(n)); padding zeroed] -> LayerNorm -> `fc_out` (identity) ->
+    scores `h · M_i` with the same item table. `config.modalities` must be empty; `item_features`
+    is ignored.
     """
     require_modalities(config)
-    d, rate = config.id_embedding_dim, config.dropout
+    d, rate, heads = config.id_embedding_dim, config.dropout, config.attention_heads
+    if d % heads:
+        raise ValueError(f"SASRec splits the model width over the attention heads, so `id_embedding_dim` ({d}) must "
+                         f"divide by `attention_heads` ({heads}).")
     inputs = model_inputs(config)
     ids = inputs[ID_INPUT]
     mask = PaddingMask(name="padding_mask")(ids)  # (B, T)
     attention_mask = CausalAttentionMask(name="attention_mask")(mask)  # (B, T, T)
-    x = keras.layers.Embedding(config.vocabulary_size, d, name="item_embedding")(ids)  # (B, T, d)
+    items = TiedItemLogits(config.vocabulary_size, d, name="item_logits")
+    x = items(ids, lookup=True)  # (B, T, d)
+    x = keras.layers.Rescaling(d ** 0.5, name="embedding_scale")(x)
     x = LearnedPositions(MAX_POSITIONS, name="positions")(x)
     x = keras.layers.Dropout(rate, seed=seed(config, 200), name="embedding_dropout")(x)
-    for block in range(SASREC_BLOCKS):
+    x = ZeroPadding(name="embedding_padding")(x, mask)
+    for block in range(config.attention_blocks):
         prefix, attention_seed = f"block{block}", seed(config, 210 + 10 * block)
-        normed = keras.layers.LayerNormalization(epsilon=1e-8, name=f"{prefix}_attention_norm")(x)
+        query = keras.layers.LayerNormalization(epsilon=1e-8, name=f"{prefix}_attention_norm")(x)
         attended = keras.layers.MultiHeadAttention(
-            num_heads=SASREC_HEADS, key_dim=d // SASREC_HEADS, dropout=rate, seed=attention_seed,
-            name=f"{prefix}_attention",
-        )(normed, normed, attention_mask=attention_mask)  # (B, T, d)
+            num_heads=heads, key_dim=d // heads, dropout=rate, seed=attention_seed, name=f"{prefix}_attention",
+        )(query, x, attention_mask=attention_mask)  # (B, T, d): queries normalised, keys and values not
         attended = keras.layers.Dropout(rate, seed=seed(config, 211 + 10 * block), name=f"{prefix}_attention_dropout")(
             attended
         )
-        x = keras.layers.Add(name=f"{prefix}_attention_residual")([x, attended])
+        x = keras.layers.Add(name=f"{prefix}_attention_residual")([query, attended])
         normed = keras.layers.LayerNormalization(epsilon=1e-8, name=f"{prefix}_ffn_norm")(x)
         hidden = keras.layers.Dense(d, activation="relu", name=f"{prefix}_ffn_hidden")(normed)
         hidden = keras.layers.Dropout(rate, seed=seed(config, 212 + 10 * block), name=f"{prefix}_ffn_dropout")(hidden)
@@ -195,8 +243,28 @@ def build_sasrec(config: ModelConfig, output_mode: str = "sequence", item_featur
         hidden = keras.layers.Dropout(rate, seed=seed(config, 213 + 10 * block), name=f"{prefix}_ffn_output_dropout")(
             hidden
         )
-        x = keras.layers.Add(name=f"{prefix}_ffn_residual")([x, hidden])
+        x = keras.layers.Add(name=f"{prefix}_ffn_residual")([normed, hidden])
+        x = ZeroPadding(name=f"{prefix}_padding")(x, mask)
     x = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")(x)
-    return fc_out_model(config, inputs, mask, x, output_mode, dropout=False)
+    h_out = keras.layers.Identity(name="fc_out")(x)  # the final block output scores the items directly
+    outputs = model_head(h_out, mask, items, output_mode)
+    return keras.Model(inputs, outputs, name="sasrec")
 
 
+def build_gru4rec(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
+    """GRU4Rec (Hidasi et al., ICLR 2016) over item IDs, with the readings of the module docstring.
+
+    `item_ids` -> Embedding (`id_embedding_dim`) -> GRU (`id_hidden_units`, masked) -> `fc_out`
+    (dropout `dropout` on the hidden state, no projection) -> `ItemLogits` on the hidden state.
+    `config.modalities` must be empty; `item_features` is ignored.
+    """
+    require_modalities(config)
+    inputs = model_inputs(config)
+    ids = inputs[ID_INPUT]
+    mask = PaddingMask(name="padding_mask")(ids)  # (B, T)
+    embedded = keras.layers.Embedding(config.vocabulary_size, config.id_embedding_dim, name="item_embedding")(ids)
+    states = keras.layers.GRU(config.id_hidden_units, return_sequences=True, reset_after=config.gru_reset_after,
+                              name="gru")(embedded, mask=mask)  # (B, T, id_hidden_units)
+    h_out = keras.layers.Dropout(config.dropout, seed=seed(config, 100), name="fc_out")(states)
+    outputs = model_head(h_out, mask, ItemLogits(config.vocabulary_size, name="item_logits"), output_mode)
+    return keras.Model(inputs, outputs, name="gru4rec")

@@ -4,7 +4,7 @@ from mfn4rec_tf.layers.differentiated_attention import DifferentiatedAttention
 from mfn4rec_tf.layers.fully_connected import FullyConnected
 from mfn4rec_tf.layers.gated_memory import GatedMemory
 from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
-from mfn4rec_tf.layers.item_logits import ItemLogits
+from mfn4rec_tf.layers.item_logits import ItemLogits, TiedItemLogits, has_item_vectors
 from mfn4rec_tf.layers.multi_gru import MultiGRU
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
 from mfn4rec_tf.layers.padding import LastValidStep, PaddingMask
@@ -21,4 +21,6 @@ __all__ = [
     "MultiGRU",
     "MultiViewFusion",
     "PaddingMask",
+    "TiedItemLogits",
+    "has_item_vectors",
 ]

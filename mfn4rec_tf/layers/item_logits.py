@@ -66,3 +66,77 @@ class ItemLogits(keras.layers.Layer):
         config = super().get_config()
         config.update({"vocabulary_size": self.vocabulary_size})
         return config
+
+
+@keras.saving.register_keras_serializable(package="mfn4rec")
+class TiedItemLogits(ItemLogits):
+    """One item table for both ends of a model: the input embedding and the output scores.
+
+    SASRec (Kang & McAuley, 2018) scores item `i` by `h · M_i` with `M` its input item embedding.
+    The layer holds `M`, `(vocabulary_size, embedding_dim)`, and is called twice in a model: with
+    `lookup=True` on the item indices (the embedding), and on the user representation (the scores,
+    `logits = h · Mᵀ`, no bias). Item index 0 (padding) keeps `ItemLogits`' floor. Its `kernel`
+    (`Mᵀ`) and `bias` (zeros) read like `ItemLogits`' weights, so the sampled losses and the
+    chunked ranking use it as they use `ItemLogits`.
+
+    Args:
+        vocabulary_size: number of item indices including padding (`num_items + 1`).
+        embedding_dim: the width of `M` (and of the user representation it scores).
+
+    Call arguments:
+        inputs: `(...)` int item indices with `lookup=True`, else `(..., embedding_dim)` user
+            representation(s).
+        lookup: embed item indices instead of scoring. Default False.
+
+    Returns:
+        `(..., embedding_dim)` embeddings (`lookup=True`) or `(..., vocabulary_size)` logits.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = TiedItemLogits(5, 3)
+    >>> tuple(layer(np.array([[1, 2]]), lookup=True).shape), tuple(layer(np.ones((2, 3), "float32")).shape)
+    ((1, 2, 3), (2, 5))
+    """
+
+    def __init__(self, vocabulary_size, embedding_dim, **kwargs):
+        super().__init__(vocabulary_size, **kwargs)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.vocabulary_size, self.embedding_dim), initializer="glorot_uniform"
+        )
+
+    @property
+    def kernel(self):
+        return ops.transpose(self.embeddings)  # (embedding_dim, vocabulary_size)
+
+    @property
+    def bias(self):
+        return ops.zeros((self.vocabulary_size,), dtype=self.embeddings.dtype)
+
+    def call(self, inputs, lookup=False):
+        dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        table = ops.cast(self.embeddings, dtype)
+        if lookup:
+            return ops.take(table, ops.cast(inputs, "int32"), axis=0)
+        floor = -6e4 if dtype == "float16" else -1e9
+        offset = ops.where(ops.equal(ops.arange(self.vocabulary_size), 0), floor, 0.0)
+        return ops.matmul(inputs, ops.transpose(table)) + ops.cast(offset, dtype)
+
+    def compute_output_spec(self, inputs, lookup=False):
+        shape = tuple(inputs.shape) + (self.embedding_dim,) if lookup else tuple(inputs.shape[:-1]) + (
+            self.vocabulary_size,)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embedding_dim": self.embedding_dim})
+        return config
+
+
+def has_item_vectors(layer) -> bool:
+    """Whether `layer` scores items as `h · kernel + bias` with one vector per item (`ItemLogits`,
+    `TiedItemLogits`), which the sampled losses and the chunked ranking need."""
+    return type(layer) in (ItemLogits, TiedItemLogits)

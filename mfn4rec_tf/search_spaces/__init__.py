@@ -50,8 +50,10 @@ import yaml
 
 from mfn4rec_tf.run_config import SECTIONS, RunConfig
 
-NAMES = ("paper", "wide")
-"""The spaces shipped with the package: `--space paper` reads `search_spaces/paper.yaml`."""
+NAMES = ("paper", "wide", "sasrec", "gru4rec", "rnn", "multimodal", "bpr")
+"""The spaces shipped with the package: `--space paper` reads `search_spaces/paper.yaml`. `paper` and
+`wide` are MFN4Rec's; the others are the baselines' (each registry entry's `search_space`, which
+`compare --tune` searches)."""
 
 FIXED = {
     "data.path": "the dataset is the search's (--data)",
