@@ -335,14 +335,14 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
 def _item_logits(model):
     """The `ItemLogits` layer of a "last"-mode model of the package, or None when it scores items
     otherwise (VBPR's visual scores, pop's counts) or is not such a model."""
-    from mfn4rec_tf.layers import ItemLogits
+    from mfn4rec_tf.layers import ItemLogits, TiedItemLogits
 
     try:
         layer = model.get_layer("item_logits")
         model.get_layer("last_valid_step")
     except (ValueError, AttributeError):
         return None
-    return layer if type(layer) is ItemLogits else None
+    return layer if type(layer) in (ItemLogits, TiedItemLogits) else None
 
 
 def format_table(metrics, ks=KS):

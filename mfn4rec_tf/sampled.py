@@ -189,10 +189,10 @@ class SampledSoftmaxModel(keras.Model):
 def attach_sampler(model: keras.Model, sampler: CandidateSampler) -> SampledSoftmaxModel:
     """`model` as a `SampledSoftmaxModel` (the same layers; `model` itself when it is one) that trains
     with `sampler`'s candidates. Raises ValueError when the model has no `ItemLogits` output layer."""
-    from mfn4rec_tf.layers import ItemLogits
+    from mfn4rec_tf.layers import ItemLogits, TiedItemLogits
 
     layer = model.get_layer("item_logits")
-    if type(layer) is not ItemLogits:
+    if type(layer) not in (ItemLogits, TiedItemLogits):
         raise ValueError(f"The sampled loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
                          f"scores items with {type(layer).__name__}.")
     if not isinstance(model, SampledSoftmaxModel):

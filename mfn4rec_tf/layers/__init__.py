@@ -9,6 +9,7 @@ from mfn4rec_tf.layers.multi_gru import MultiGRU
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
 from mfn4rec_tf.layers.padding import LastValidStep, PaddingMask
 from mfn4rec_tf.layers.presence import AppendPresence
+from mfn4rec_tf.layers.tied_item_logits import TiedItemLogits
 
 __all__ = [
     "AppendPresence",
@@ -21,4 +22,5 @@ __all__ = [
     "MultiGRU",
     "MultiViewFusion",
     "PaddingMask",
+    "TiedItemLogits",
 ]
