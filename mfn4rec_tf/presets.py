@@ -1,4 +1,4 @@
-"""Named presets of MFN4Rec's settings (`--preset NAME` of `fit`, `tune` and `compare`).
+"""Named presets of MFN4Rec's settings (`python -m mfn4rec_tf.fit --preset NAME`).
 
 A named preset is a partial run configuration, `{"model": {...}, "train": {...}}`, applied over the
 model's registry preset and under everything a user sets: defaults < the model's registry preset
@@ -6,8 +6,9 @@ model's registry preset and under everything a user sets: defaults < the model's
 
 - `paper`: the paper's Table 1 and Sec. 4.1 settings, which are the dataclass defaults, so it sets
   nothing (`--preset paper` is the same run as no preset).
-- `recipe`: the regularised, wider MFN4Rec chosen on validation Recall@20 of Amazon 2014 Beauty
-  (benchmarks/RESULTS.md, "MFN4Rec recipe ablation"): AdamW with decoupled weight decay, dropout on
+- `recipe`: a regularised, wider MFN4Rec, its values set before any search and kept because it beat
+  `paper` on validation Recall@20 of Amazon 2014 Beauty (benchmarks/RESULTS.md, "MFN4Rec recipe
+  ablation"; a 2-epoch comparison, not a verdict): AdamW with decoupled weight decay, dropout on
   the GRU inputs, a warm-up + cosine learning rate, gradient clipping, and 64-d item vectors shared
   between the input embedding and the output layer. For the MFN4Rec variants only.
 
