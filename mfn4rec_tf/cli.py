@@ -125,9 +125,21 @@ def overrides(args, flag_table, extra=()) -> list:
 
 
 def resolve(args, flag_table, extra=()) -> RunConfig:
-    """The run configuration of a command's arguments: defaults < the model's preset < `--config`
-    < `--set` < the flags < `extra`, with `data.path` made absolute."""
-    return with_absolute_data_path(load_config(getattr(args, "config", None), overrides(args, flag_table, extra)))
+    """The run configuration of a command's arguments: defaults < the model's preset < the named
+    `--preset` (where the command has one) < `--config` < `--set` < the flags < `extra`, with
+    `data.path` made absolute."""
+    return with_absolute_data_path(load_config(getattr(args, "config", None), overrides(args, flag_table, extra),
+                                               preset=getattr(args, "preset", None)))
+
+
+def add_preset_argument(parser):
+    """Adds `--preset NAME` (`mfn4rec_tf.presets`)."""
+    from mfn4rec_tf import presets
+
+    parser.add_argument("--preset", choices=presets.names(),
+                        help="named settings over the model's defaults and under --config/--set/flags: paper "
+                             "(Table 1, the defaults) or recipe (regularised, wider MFN4Rec; MFN4Rec variants "
+                             "only) [default: none, i.e. paper]")
 
 
 def boolean_override(key: str, value) -> list:

@@ -90,6 +90,12 @@ class ModelConfig:
         output_units: width of `h_out` (FC_out's output). Default 20 (Table 1).
         output_activation: FC_out's activation, `"linear"` (default; the paper does not say) or `"tanh"`.
         dropout: dropout rate of every FC block. Default 0.3.
+        embedding_dropout: dropout rate on what the GRUs read: the item-ID embedding and each
+            feature modality's input (presence flags excluded), in training only. Default 0.0 (the
+            paper has none).
+        tie_item_embeddings: score items with the item-ID embedding table (`ItemLogits`' kernel is
+            the transposed embedding, one shared variable, plus its own bias). Needs
+            `output_units == id_embedding_dim`. Default False (the paper's separate W of Eq. 11).
         gru_reset_after: Keras GRU convention (`True`, Keras' default) or Cho et al.'s (`False`).
         memory_mode: `"scan"` (default: every step's gates at once, then a parallel scan of Eq. 9) or
             `"cell"` (the `GatedMemoryCell` step by step); same weights, same outputs.
@@ -110,6 +116,8 @@ class ModelConfig:
     output_units: int = 20
     output_activation: str = "linear"
     dropout: float = 0.3
+    embedding_dropout: float = 0.0
+    tie_item_embeddings: bool = False
     gru_reset_after: bool = True
     memory_mode: str = "scan"
     gru_implementation: str = "fused"
@@ -193,6 +201,14 @@ def check_model_settings(settings, prefix: str = "") -> None:
         if value not in allowed:
             raise ValueError(f"`{prefix}{name}` must be one of {allowed}. Received: {name}={value!r}")
     check_rate(prefix + "dropout", settings.dropout)
+    check_rate(prefix + "embedding_dropout", settings.embedding_dropout)
+    if not isinstance(settings.tie_item_embeddings, bool):
+        raise ValueError(f"`{prefix}tie_item_embeddings` must be true or false. "
+                         f"Received: {settings.tie_item_embeddings!r}")
+    if settings.tie_item_embeddings and settings.output_units != settings.id_embedding_dim:
+        raise ValueError(f"`{prefix}tie_item_embeddings` scores items with the item-ID embeddings, so "
+                         f"`{prefix}output_units` must equal `{prefix}id_embedding_dim`. Received: "
+                         f"output_units={settings.output_units}, id_embedding_dim={settings.id_embedding_dim}")
     if not isinstance(settings.gru_reset_after, bool):
         raise ValueError(f"`{prefix}gru_reset_after` must be true or false. Received: {settings.gru_reset_after!r}")
 

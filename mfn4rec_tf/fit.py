@@ -30,10 +30,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m mfn4rec_tf.fit",
         description="Train a model, select it on validation Recall@20, and report full-ranking metrics on "
-                    "the test split. Settings: defaults < the model's preset < --config YAML < --set < the flags "
-                    "below.",
+                    "the test split. Settings: defaults < the model's preset < --preset < --config YAML < --set "
+                    "< the flags below.",
     )
     cli.add_config_arguments(parser, FLAGS)
+    cli.add_preset_argument(parser)
     parser.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=None,
                         help="retrain on train + validation for the selected epochs before testing "
                              "[train.retrain, default: yes for the paper protocol, no otherwise]")
@@ -48,7 +49,8 @@ def parse_args(argv=None):
 
 
 def resolve(args):
-    """The run configuration from defaults, the model's preset, --config, --set and the flags, in that order."""
+    """The run configuration from defaults, the model's preset, --preset, --config, --set and the flags, in
+    that order."""
     extra = (cli.boolean_override("train.retrain", args.retrain)
              + cli.boolean_override("train.exclude_history", args.exclude_history))
     return cli.resolve(args, FLAGS, extra)  # data.path absolute: evaluate/--resume work from anywhere

@@ -38,6 +38,7 @@ from mfn4rec_tf.layers import (
     ItemLogits,
     MultiGRU,
     PaddingMask,
+    TiedItemLogits,
 )
 
 
@@ -82,13 +83,17 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])  # (B, T)
 
-    streams = [  # one (B, T, width) sequence per modality, item ID first
-        keras.layers.Embedding(config.vocabulary_size, config.id_embedding_dim, name="item_embedding")(
-            inputs[ID_INPUT]
-        )
-    ]
-    for modality in config.modalities:
-        features = inputs[modality.name]
+    if config.tie_item_embeddings:  # one item table: the input embedding and Eq. 11's W (its transpose)
+        logits_layer = TiedItemLogits(config.vocabulary_size, config.id_embedding_dim, use_bias=True,
+                                      name="item_logits")
+        id_embedding = logits_layer(inputs[ID_INPUT], lookup=True)
+    else:
+        logits_layer = ItemLogits(config.vocabulary_size, name="item_logits")
+        id_embedding = keras.layers.Embedding(config.vocabulary_size, config.id_embedding_dim,
+                                              name="item_embedding")(inputs[ID_INPUT])
+    streams = [_input_dropout(config, ID_INPUT, 0, id_embedding)]  # one (B, T, width) sequence per modality
+    for index, modality in enumerate(config.modalities, start=1):
+        features = _input_dropout(config, modality.name, index, inputs[modality.name])
         if modality.presence:
             features = AppendPresence(name=f"{modality.name}_with_presence")(
                 features, inputs[modality.name + PRESENCE_SUFFIX]
@@ -137,6 +142,14 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
         name="fc_out",
     )(fused)  # Eq. 10: (B, T, output_units)
 
-    logits_layer = ItemLogits(config.vocabulary_size, name="item_logits")
     outputs = model_head(h_out, mask, logits_layer, output_mode)
     return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
+
+
+def _input_dropout(config: ModelConfig, name, index, stream):
+    """`stream` (what a modality's GRU reads) through dropout at `config.embedding_dropout`, in
+    training only; no layer at all at rate 0 (the paper's model, unchanged)."""
+    if not config.embedding_dropout:
+        return stream
+    seed = None if config.seed is None else config.seed + 200 + index
+    return keras.layers.Dropout(config.embedding_dropout, seed=seed, name=f"{name}_dropout")(stream)

@@ -1,8 +1,8 @@
 """The configuration of a training run: nested dataclasses, the only route for hyperparameters.
 
-Override order: defaults < the chosen model's preset (its `mfn4rec_tf.registry` entry) < YAML file
-(`--config`) < command-line flags (`--set section.key=value` and the named flags of the commands).
-Unknown keys are errors that name the key. The
+Override order: defaults < the chosen model's preset (its `mfn4rec_tf.registry` entry) < a named
+preset (`--preset`, `mfn4rec_tf.presets`) < YAML file (`--config`) < command-line flags (`--set
+section.key=value` and the named flags of the commands). Unknown keys are errors that name the key. The
 resolved configuration is written beside the run's outputs (`config.yaml`), and that file is a
 valid `--config` for another run.
 
@@ -33,10 +33,13 @@ STRATEGIES = ("none", "mirrored", "multi-worker")
 TRAINING_LOSSES = ("full", "sampled", "bce")
 """`train.loss`: softmax cross-entropy over every item, the sampled softmax, or binary cross-entropy on the
 target and one sampled negative per position (SASRec's paper loss); the last two in `mfn4rec_tf.sampled`."""
-OPTIMIZERS = ("adam", "adagrad")
-"""`train.optimizer`: Adam (betas 0.9 and `train.adam_beta_2`) or Adagrad (GRU4Rec's papers)."""
 SAMPLERS = ("uniform", "popularity", "in-batch")
 """`train.sampler`: how the sampled loss draws its negatives (`mfn4rec_tf.sampled`)."""
+OPTIMIZERS = ("adam", "adamw", "adagrad")
+"""`train.optimizer`: Adam (the paper's; betas 0.9 and `train.adam_beta_2`), AdamW with decoupled weight
+decay (`mfn4rec_tf.optim`) or Adagrad (GRU4Rec's papers)."""
+LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
+"""`train.lr_schedule`, see `mfn4rec_tf.optim`."""
 
 
 @dataclass
@@ -108,8 +111,9 @@ class TrainSection:
         epochs: most epochs of the selection phase.
         batch_size: sequences per batch (paper: 64).
         learning_rate: the optimizer's (paper: 0.01).
-        optimizer: `adam` (default) or `adagrad`.
-        adam_beta_2: Adam's second-moment decay (Keras' default 0.999; SASRec's paper 0.98).
+        optimizer: `adam` (default, the paper's), `adamw` (decoupled weight decay, `mfn4rec_tf.optim`)
+            or `adagrad` (GRU4Rec's).
+        adam_beta_2: Adam's and AdamW's second-moment decay (Keras' default 0.999; SASRec's paper 0.98).
         targets: `all` (next item at every position) or `last` (only the final one).
         patience: stop after this many epochs (>= 1) without a better validation Recall@20.
         seed: seeds weights, dropout and batch order.
@@ -137,6 +141,15 @@ class TrainSection:
         max_minutes: a wall-clock budget of the selection phase in minutes (training and the
             validation rankings, summed over resumed sessions); the step under way when it runs out
             is the last; `None` = none.
+        weight_decay: AdamW's decay rate (biases excluded, `mfn4rec_tf.optim.NO_DECAY`); needs `adamw`.
+        lr_schedule: `constant` (the paper's), `warmup_cosine` (linear warm-up over `warmup_steps`
+            steps, then a half cosine to `min_learning_rate` at the end of `epochs` epochs) or
+            `plateau` (times `plateau_factor` after `plateau_patience` epochs without a better
+            validation Recall@20, down to `min_learning_rate`).
+        warmup_steps: batches of linear warm-up for `warmup_cosine`.
+        min_learning_rate: the floor of `warmup_cosine` and `plateau`.
+        plateau_factor, plateau_patience: `plateau`'s factor (in (0, 1)) and patience (epochs).
+        clipnorm: rescale each step's gradients to this global norm at most; None = no clipping.
     """
 
     epochs: int = 30
@@ -156,8 +169,15 @@ class TrainSection:
     softmax_chunk: int = 0
     max_steps: int | None = None
     max_minutes: float | None = None
-    optimizer: str = "adam"
     adam_beta_2: float = 0.999
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_learning_rate: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    clipnorm: float | None = None
 
 
 @dataclass
@@ -192,14 +212,13 @@ class RunConfig:
             raise ValueError(f"`train.learning_rate` must be > 0. Received: {self.train.learning_rate}")
         if self.train.targets not in TARGET_MODES:
             raise ValueError(f"`train.targets` must be one of {TARGET_MODES}. Received: {self.train.targets!r}")
-        if self.train.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`train.optimizer` must be one of {OPTIMIZERS}. Received: {self.train.optimizer!r}")
         if not 0 <= self.train.adam_beta_2 < 1:
             raise ValueError(f"`train.adam_beta_2` must be in [0, 1). Received: {self.train.adam_beta_2}")
         if self.train.strategy not in STRATEGIES:
             raise ValueError(f"`train.strategy` must be one of {STRATEGIES}. Received: {self.train.strategy!r}")
         self._check_loss(spec)
         self._check_budgets()
+        self._check_optimizer(spec)
         if self.train.strategy == "multi-worker" and spec.sampled_loss is None:
             raise NotApplicable(f"`train.strategy: multi-worker` trains by a loss and {spec.name} trains by none "
                                 f"({spec.description}); use `train.strategy: none`.")
@@ -249,6 +268,34 @@ class RunConfig:
         if train.strategy != "none":
             raise ValueError(f"`train.loss: {train.loss}` runs on one device (its own training step is not "
                              f"distributed); use `train.strategy: none`. Received: train.strategy={train.strategy!r}")
+
+    def _check_optimizer(self, spec):
+        train = self.train
+        if train.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`train.optimizer` must be one of {OPTIMIZERS}. Received: {train.optimizer!r}")
+        if train.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"`train.lr_schedule` must be one of {LR_SCHEDULES}. Received: {train.lr_schedule!r}")
+        if not train.weight_decay >= 0:
+            raise ValueError(f"`train.weight_decay` must be >= 0. Received: {train.weight_decay}")
+        if train.weight_decay and train.optimizer != "adamw":
+            raise ValueError("`train.weight_decay` is AdamW's decoupled decay: set `train.optimizer: adamw`. "
+                             f"Received: optimizer={train.optimizer!r}, weight_decay={train.weight_decay}")
+        if isinstance(train.warmup_steps, bool) or not isinstance(train.warmup_steps, int) or train.warmup_steps < 0:
+            raise ValueError(f"`train.warmup_steps` must be an integer >= 0. Received: {train.warmup_steps!r}")
+        if not 0 <= train.min_learning_rate <= train.learning_rate:
+            raise ValueError(f"`train.min_learning_rate` must be in [0, train.learning_rate]. "
+                             f"Received: {train.min_learning_rate}")
+        if not 0 < train.plateau_factor < 1:
+            raise ValueError(f"`train.plateau_factor` must be in (0, 1). Received: {train.plateau_factor}")
+        check_positive_int("train.plateau_patience", train.plateau_patience)
+        if train.clipnorm is not None and not train.clipnorm > 0:
+            raise ValueError(f"`train.clipnorm` must be > 0 (or null: no clipping). Received: {train.clipnorm}")
+        if train.lr_schedule == "plateau" and train.strategy == "multi-worker":
+            raise ValueError("`train.lr_schedule: plateau` runs with `train.strategy` none or mirrored.")
+        model = self.model
+        if spec.family != "mfn4rec" and (model.embedding_dropout or model.tie_item_embeddings):
+            raise NotApplicable(f"`model.embedding_dropout` and `model.tie_item_embeddings` are MFN4Rec's "
+                                f"settings; {spec.name} does not read them (leave them at 0 and false).")
 
     @property
     def retrain(self) -> bool:
@@ -332,9 +379,9 @@ def with_absolute_data_path(config: RunConfig) -> RunConfig:
     return config
 
 
-def load_config(path=None, overrides=()) -> RunConfig:
-    """Defaults, the chosen model's preset, the YAML file at `path` (if any), then `overrides`
-    (`"section.key=value"`, in order)."""
+def load_config(path=None, overrides=(), preset=None) -> RunConfig:
+    """Defaults, the chosen model's preset, the named preset `preset` (`mfn4rec_tf.presets`, if
+    any), the YAML file at `path` (if any), then `overrides` (`"section.key=value"`, in order)."""
     data = {}
     if path is not None:
         path = Path(path)
@@ -356,7 +403,7 @@ def load_config(path=None, overrides=()) -> RunConfig:
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         layers.append(nested)
-    return _resolve(layers)
+    return _resolve(layers, preset)
 
 
 def preset(variant) -> dict:
@@ -365,15 +412,19 @@ def preset(variant) -> dict:
     return registry.get(variant).preset if variant in registry.names() else {}
 
 
-def _resolve(layers) -> RunConfig:
-    """Defaults < the preset of the model the layers choose (the last `model.variant` set) < each
-    layer in order."""
+def _resolve(layers, named=None) -> RunConfig:
+    """Defaults < the preset of the model the layers choose (the last `model.variant` set) < the
+    named preset `named` < each layer in order."""
     variant = ModelSection().variant
     for layer in layers:
         model = layer.get("model") if isinstance(layer, dict) else None
         if isinstance(model, dict) and "variant" in model:
             variant = model["variant"]
     config = _merge(RunConfig(), preset(variant), "")
+    if named is not None:
+        from mfn4rec_tf import presets
+
+        config = _merge(config, presets.get(named, variant), "")
     for layer in layers:
         config = _merge(config, layer, "")
     return config

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfn4rec_tf import metrics as ranking_metrics
-from mfn4rec_tf import registry
+from mfn4rec_tf import optim, registry
 from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_npz, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
@@ -167,10 +167,13 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
 def _select(config, run_dir, state, dataset, names, split, trainer, progress):
     """Selection phase: epochs on the validation-mode training data, early stopping on Recall@20."""
     model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
+    if config.train.lr_schedule == "plateau":
+        state.setdefault("plateau", optim.PlateauState.fresh(config.train))
     for result in train_and_select(model, config, dataset, split, names, first_epoch=state["epoch"],
                                    best_epoch=state["best_epoch"], best_scores=state["best_valid"],
                                    log_dir=run_dir / "logs", progress=progress, trainer=trainer,
-                                   steps_done=state.get("steps", 0), seconds_done=state.get("seconds", 0.0)):
+                                   steps_done=state.get("steps", 0), seconds_done=state.get("seconds", 0.0),
+                                   plateau=state.get("plateau")):
         if result.improved:
             if trainer.writes:
                 save_model(model, run_dir / "best.keras")
@@ -268,7 +271,7 @@ class Budget(keras.callbacks.Callback):
 
 def train_and_select(model, config: RunConfig, dataset, split, names, *, first_epoch=0, last_epoch=None,
                      best_epoch=None, best_scores=None, log_dir=None, progress=False, trainer=None, steps_done=0,
-                     seconds_done=0.0):
+                     seconds_done=0.0, plateau=None):
     """Trains `model` epoch by epoch and ranks the split after each, with early stopping on Recall@20.
 
     The selection loop of `fit`, shared with `tune` so that a trial's objective is the same number
@@ -296,6 +299,9 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
             whose chief alone ranks the split and tells the other workers whether the epoch improved.
         steps_done, seconds_done: the steps and wall seconds of the epochs already done (a resumed
             run's, from its state), counted against the budgets.
+        plateau: for `train.lr_schedule: plateau`, the `mfn4rec_tf.optim.PlateauState` dict to
+            continue (updated in place after each epoch, before its result is yielded, so a
+            checkpoint taken then carries it); None starts a fresh one.
 
     Yields:
         An `EpochResult` after each epoch. The caller acts on it (saves the best model, checkpoints)
@@ -314,8 +320,13 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
     max_steps, max_minutes = config.train.max_steps, config.train.max_minutes
     session = time.perf_counter() - seconds_done  # when the phase would have started, had it run in one go
     total_steps = steps_done
+    if config.train.lr_schedule == "plateau" and plateau is None:
+        plateau = optim.PlateauState.fresh(config.train)
     for epoch in range(first_epoch, last_epoch):
         started = time.perf_counter()
+        if plateau is not None:
+            optim.set_learning_rate(model, plateau["learning_rate"])
+            plateau["rates"].append(plateau["learning_rate"])
         budget = None
         if max_steps is not None or max_minutes is not None:
             budget = Budget(None if max_steps is None else max_steps - total_steps,
@@ -340,6 +351,11 @@ def train_and_select(model, config: RunConfig, dataset, split, names, *, first_e
         improved = bool(improved)
         if improved:
             best_epoch, best_scores = epoch + 1, scores
+        if plateau is not None:
+            rate = plateau["learning_rate"]
+            if optim.PlateauState.after_epoch(config.train, plateau, improved) != rate:
+                log.info("learning rate %.3g -> %.3g (no better %s for %d epoch(s))", rate,
+                         plateau["learning_rate"], SELECTION_METRIC, config.train.plateau_patience)
         if trainer.writes:
             log.info("epoch %d/%d  loss %.4f  valid %s %.4f  (best %.4f at epoch %d)  %.1fs (%d steps, %.1fs "
                      "training)", epoch + 1, last_epoch, loss, SELECTION_METRIC, scores[SELECTION_METRIC],
@@ -371,7 +387,10 @@ def _retrain(config, run_dir, state, dataset, names, split, trainer, progress):
     model = _model_for(config, run_dir, state, dataset, trainer, split.train_sequences)
     data = training_input(config, dataset, split, names, epoch=state["epoch"])
     cut = state.get("best_epoch_steps")  # the selected epoch was cut short by a budget at this step
+    rates = state.get("plateau", {}).get("rates", [])
     for epoch in range(state["epoch"], epochs):
+        if config.train.lr_schedule == "plateau":  # the selection phase's rate of this epoch
+            optim.set_learning_rate(model, rates[min(epoch, len(rates) - 1)])
         if cut is not None and epoch + 1 == epochs:
             budget = Budget(max_steps=cut)
             loss = trainer.fit_epoch(model, data, epoch, run_dir / "logs" / "retrain", progress,
@@ -413,7 +432,8 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
 
     `build_model(config.model_config(dataset))` in the output mode of `train.targets` ("sequence"
     for `all`, "last" for `last`), with the feature tables of the modalities it reads (for VBPR),
-    the optimizer of `train.optimizer` (`make_optimizer`), and the model's loss on the logits (`training_loss`: softmax
+    the optimiser of `train` (`mfn4rec_tf.optim.make_optimizer`: by default Adam with
+    `train.learning_rate`), and the model's loss on the logits (`training_loss`: softmax
     cross-entropy, or BPR's for bpr / vbpr). With `train.loss: sampled` the model trains with the
     sampled softmax (`with_training_loss`), whose sampler reads the targets of `sequences` (the
     training sequences; required then). Weights are drawn from Keras' global seed: seed first for
@@ -428,18 +448,16 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
             item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
     model = build_model(model_config, output_mode=output_mode, item_features=item_features)
     model = with_training_loss(model, config, sequences)
+    steps = None
+    if config.train.lr_schedule == "warmup_cosine":
+        if sequences is None:
+            raise RunError("`train.lr_schedule: warmup_cosine` needs the training sequences (for its length in steps).")
+        steps = optim.steps_per_epoch(config.train, sum(len(s) > 1 for s in sequences))
     model.compile(
-        optimizer=make_optimizer(config.train),
+        optimizer=optim.make_optimizer(config.train, steps),
         loss={"logits": training_loss(model_config)},
     )
     return model
-
-
-def make_optimizer(train) -> keras.optimizers.Optimizer:
-    """The optimizer of `train` (a `TrainSection`): Adam (betas 0.9, `adam_beta_2`) or Adagrad."""
-    if train.optimizer == "adagrad":
-        return keras.optimizers.Adagrad(train.learning_rate)
-    return keras.optimizers.Adam(train.learning_rate, beta_2=train.adam_beta_2)
 
 
 def with_training_loss(model, config: RunConfig, sequences):

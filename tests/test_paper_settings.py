@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import randomize_weights
 
-from mfn4rec_tf import compare, registry, training
+from mfn4rec_tf import compare, optim, registry, training
 from mfn4rec_tf.config import ModelConfig
 from mfn4rec_tf.dataset import write_dataset
 from mfn4rec_tf.demo import DemoSpec, generate
@@ -50,8 +50,8 @@ def test_gru4rec_preset_and_optimizer():
     config = load_config(None, ["model.variant=gru4rec"])
     assert (config.model.id_hidden_units, config.model.id_embedding_dim, config.model.dropout) == (100, 100, 0.0)
     assert (config.train.optimizer, config.train.learning_rate) == ("adagrad", 0.01)
-    assert isinstance(training.make_optimizer(config.train), keras.optimizers.Adagrad)
-    adam = training.make_optimizer(load_config(None, ["model.variant=sasrec"]).train)
+    assert isinstance(optim.make_optimizer(config.train), keras.optimizers.Adagrad)
+    adam = optim.make_optimizer(load_config(None, ["model.variant=sasrec"]).train)
     assert isinstance(adam, keras.optimizers.Adam) and adam.beta_2 == pytest.approx(0.98)
     with pytest.raises(ValueError, match="train.optimizer"):
         load_config(None, ["train.optimizer=sgd"])

@@ -69,7 +69,7 @@ def _tune(data, out, space, *extra, base=FAST):
 # ---- search spaces ----
 
 def test_shipped_spaces_load_and_centre_on_the_paper():
-    assert NAMES[:2] == ("paper", "wide")  # MFN4Rec's; then the baselines' (tests/test_paper_settings.py)
+    assert NAMES[:3] == ("paper", "wide", "recipe")  # MFN4Rec's; then the baselines' (tests/test_paper_settings.py)
     shipped = Path(tune.__file__).parent / "search_spaces"
     assert set(NAMES) == {path.stem for path in shipped.glob("*.yaml")}
     paper = load_space("paper")
@@ -85,7 +85,8 @@ def test_shipped_spaces_load_and_centre_on_the_paper():
             assert parameter.min < centre < parameter.max, parameter.key
     wide = load_space("wide")
     assert set(paper.keys) < set(wide.keys)
-    for space in (paper, wide):  # the normalised copy (space.yaml in TUNE_DIR) reads back the same
+    # The normalised copy (space.yaml in TUNE_DIR) reads back the same.
+    for space in (paper, wide, load_space("recipe")):
         assert parse_space(yaml.safe_load(space.to_yaml())).to_dict() == space.to_dict()
 
 
@@ -157,7 +158,7 @@ def test_fixed_keys_are_real_settings_and_the_rest_tunable():
 
 def test_command_errors_start_nothing(small_data, tmp_path, capsys):
     assert _tune(small_data, tmp_path / "a", "nope") == 2
-    assert "neither a shipped space (paper, wide)" in capsys.readouterr().err
+    assert "neither a shipped space (paper, wide, recipe)" in capsys.readouterr().err
     assert _tune(small_data, tmp_path / "b", _space(tmp_path, "model.dropout: {choice: [0.1, 2.0]}")) == 2
     assert "`model.dropout`: value 2.0 is not valid" in capsys.readouterr().err
     assert _tune(small_data, tmp_path / "c", _space(tmp_path, "model.dropout: {choice: [0.1\n")) == 2

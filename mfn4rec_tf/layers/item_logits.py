@@ -76,12 +76,15 @@ class TiedItemLogits(ItemLogits):
     The layer holds `M`, `(vocabulary_size, embedding_dim)`, and is called twice in a model: with
     `lookup=True` on the item indices (the embedding), and on the user representation (the scores,
     `logits = h · Mᵀ`, no bias). Item index 0 (padding) keeps `ItemLogits`' floor. Its `kernel`
-    (`Mᵀ`) and `bias` (zeros) read like `ItemLogits`' weights, so the sampled losses and the
-    chunked ranking use it as they use `ItemLogits`.
+    (`Mᵀ`) and `bias` (zeros, or its own with `use_bias`) read like `ItemLogits`' weights, so the
+    sampled losses and the chunked ranking use it as they use `ItemLogits`. MFN4Rec's
+    `model.tie_item_embeddings` uses it with `use_bias=True` (Eq. 11's bias kept; weight tying as
+    in Press & Wolf 2017).
 
     Args:
         vocabulary_size: number of item indices including padding (`num_items + 1`).
         embedding_dim: the width of `M` (and of the user representation it scores).
+        use_bias: a learned bias per item (MFN4Rec's Eq. 11) instead of none (SASRec). Default False.
 
     Call arguments:
         inputs: `(...)` int item indices with `lookup=True`, else `(..., embedding_dim)` user
@@ -99,14 +102,17 @@ class TiedItemLogits(ItemLogits):
     ((1, 2, 3), (2, 5))
     """
 
-    def __init__(self, vocabulary_size, embedding_dim, **kwargs):
+    def __init__(self, vocabulary_size, embedding_dim, use_bias=False, **kwargs):
         super().__init__(vocabulary_size, **kwargs)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.vocabulary_size, self.embedding_dim), initializer="glorot_uniform"
         )
+        self._bias = (self.add_weight(name="bias", shape=(self.vocabulary_size,), initializer="zeros")
+                      if self.use_bias else None)
 
     @property
     def kernel(self):
@@ -114,15 +120,20 @@ class TiedItemLogits(ItemLogits):
 
     @property
     def bias(self):
-        return ops.zeros((self.vocabulary_size,), dtype=self.embeddings.dtype)
+        return self._bias if self._bias is not None else ops.zeros((self.vocabulary_size,), self.embeddings.dtype)
 
     def call(self, inputs, lookup=False):
         dtype = keras.backend.standardize_dtype(self.compute_dtype)
         table = ops.cast(self.embeddings, dtype)
         if lookup:
             return ops.take(table, ops.cast(inputs, "int32"), axis=0)
+        if inputs.shape[-1] is not None and inputs.shape[-1] != self.embedding_dim:
+            raise ValueError(f"TiedItemLogits scores {self.embedding_dim}-d vectors. Received: shape "
+                             f"{tuple(inputs.shape)}")
         floor = -6e4 if dtype == "float16" else -1e9
-        offset = ops.where(ops.equal(ops.arange(self.vocabulary_size), 0), floor, 0.0)
+        padding = ops.equal(ops.arange(self.vocabulary_size), 0)
+        offset = (ops.where(padding, ops.cast(floor, self._bias.dtype), self._bias) if self._bias is not None
+                  else ops.where(padding, floor, 0.0))
         return ops.matmul(inputs, ops.transpose(table)) + ops.cast(offset, dtype)
 
     def compute_output_spec(self, inputs, lookup=False):
@@ -132,7 +143,7 @@ class TiedItemLogits(ItemLogits):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"embedding_dim": self.embedding_dim})
+        config.update({"embedding_dim": self.embedding_dim, "use_bias": self.use_bias})
         return config
 
 

@@ -17,13 +17,15 @@ search may give them. Each key takes exactly one of four forms::
 - `same_as` gives a key the value another tuned key gets in each trial (it is not searched).
 
 Every value a space can give (each choice, each range's ends) is checked against `RunConfig`
-when the space loads, and each error names its key. Some settings cannot be tuned (`FIXED`: they
+when the space loads, one key at a time with the other keys at their first values, and each error
+names its key. Some settings cannot be tuned (`FIXED`: they
 choose the data, the split or the metric the trials are compared on, or change nothing).
 Combinations can still be invalid (e.g. `mfn4rec-add` with unequal hidden sizes): such a trial
 fails with the model's error, reported in the results table.
 
 Shipped spaces (`NAMES`), in this folder: `paper` (the grid around the paper's Table 1 / Sec. 4.1
-settings) and `wide`.
+settings), `wide`, and `recipe` (the training ingredients of `--preset recipe`: weight decay, input
+dropout, learning-rate schedule, clipping, tied widths).
 
 >>> space = parse_space({"model.memory_dim": {"choice": [10, 20]},
 ...                      "train.learning_rate": {"float": {"min": 0.001, "max": 0.1, "sampling": "log"}}})
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,10 +53,10 @@ import yaml
 
 from mfn4rec_tf.run_config import SECTIONS, RunConfig
 
-NAMES = ("paper", "wide", "sasrec", "gru4rec", "rnn", "multimodal", "bpr")
-"""The spaces shipped with the package: `--space paper` reads `search_spaces/paper.yaml`. `paper` and
-`wide` are MFN4Rec's; the others are the baselines' (each registry entry's `search_space`, which
-`compare --tune` searches)."""
+NAMES = ("paper", "wide", "recipe", "sasrec", "gru4rec", "rnn", "multimodal", "bpr")
+"""The spaces shipped with the package: `--space paper` reads `search_spaces/paper.yaml`. `paper`,
+`wide` and `recipe` are MFN4Rec's; the others are the baselines' (each registry entry's
+`search_space`, which `compare --tune` searches)."""
 
 FIXED = {
     "data.path": "the dataset is the search's (--data)",
@@ -82,12 +85,20 @@ def _defaults():
             for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
-def _setting_type(default):
+def _setting_type(default, key=None):
+    """The type of a setting's values: its default's, or for a None default (`train.clipnorm`) the
+    scalar type its annotation allows besides None; None for lists (all in FIXED)."""
     if isinstance(default, bool):
         return bool
     if isinstance(default, (int, float, str)):
         return type(default)
-    return None  # None-defaulted or list settings: all in FIXED
+    if default is None and key is not None:
+        section, name = key.split(".")
+        allowed = typing.get_args(typing.get_type_hints(SECTIONS[section])[name])
+        scalars = [kind for kind in (bool, int, float, str) if kind in allowed]
+        if scalars:
+            return scalars[0]
+    return None
 
 
 def tunable_keys() -> tuple:
@@ -235,7 +246,7 @@ def parse_space(data, source: str = "search space") -> SearchSpace:
 
 
 def _parse_parameter(where, key, spec, default):
-    kind = _setting_type(default)
+    kind = _setting_type(default, key)
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in FORMS:
         raise ValueError(f"{where}: `{key}` must be exactly one of {{choice: [...]}}, {{int: {{min, max}}}}, "
                          f"{{float: {{min, max}}}} or {{same_as: key}}. Received: {spec!r}")
@@ -309,7 +320,13 @@ def _parse_range(where, key, form, body):
 
 
 def _check_values(where, space):
-    """Every value the space can give, one key at a time, must make a valid `RunConfig`."""
+    """Every value the space can give, one key at a time over the space's first values (each other
+    key at its first choice or its minimum), must make a valid `RunConfig`; so a space may fix a
+    setting that another one needs (`train.optimizer: {choice: [adamw]}` beside `train.weight_decay`)."""
+    first = {}
+    for parameter in space.searched:
+        first[parameter.key] = parameter.values[0] if parameter.form == "choice" else parameter.min
+        first.update({p.key: first[parameter.key] for p in space.parameters if p.same_as == parameter.key})
     for parameter in space.searched:
         if parameter.form == "choice":
             candidates = parameter.values
@@ -318,7 +335,7 @@ def _check_values(where, space):
         for value in candidates:
             if parameter.key == "model.variant" and value == "pop":
                 raise ValueError(f"{where}: `model.variant`: `pop` has nothing to tune (and is no neural model).")
-            changes = {parameter.key: value}
+            changes = {**first, parameter.key: value}
             changes.update({p.key: value for p in space.parameters if p.same_as == parameter.key})
             try:
                 _with_values(RunConfig(), changes)
