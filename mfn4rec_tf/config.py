@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from mfn4rec_tf import registry
-from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # noqa: F401 (NotApplicable: re-exported)
+from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # NotApplicable: also re-exported
 
 VARIANTS = registry.names("mfn4rec")
 """Model variants: the full model and the three ablations of Sec. 4.3 (registry family `mfn4rec`)."""
@@ -25,6 +25,11 @@ ID_INPUT = "item_ids"
 TARGET_MODES = ("all", "last")
 """`train.targets`: the next item at every position (`all`) or only the last one (`last`)."""
 PRESENCE_SUFFIX = "_present"
+ITEM_REPRESENTATIONS = ("id", "features", "id+features")
+"""`model.item_representation`: what an item's output vector (the one `h_out` is scored against) is made
+of: its learned ID vector (`id`, the paper's Eq. 11), a small encoder of its feature modalities
+(`features`), or their sum (`id+features`). The two last score items never seen in training
+(docs/model.md#new-items)."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -94,6 +99,12 @@ class ModelConfig:
         memory_mode: `"scan"` (default: every step's gates at once, then a parallel scan of Eq. 9) or
             `"cell"` (the `GatedMemoryCell` step by step); same weights, same outputs.
         gru_implementation: `"fused"` (default) or `"keras"`, see `GRU_IMPLEMENTATIONS`.
+        item_representation: `"id"` (default, the paper), `"features"` or `"id+features"`, see
+            `ITEM_REPRESENTATIONS`; the two last need a feature modality and a model whose registry
+            entry lists them (`ModelSpec.item_representations`).
+        id_dropout: with `features` or `id+features`, the probability that an item's ID part (its ID
+            vector and bias on the output side, its ID embedding on the input side) is replaced by
+            the "unknown item" one in a training step, drawn per item of the catalogue. Default 0.5.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -110,6 +121,8 @@ class ModelConfig:
     gru_reset_after: bool = True
     memory_mode: str = "scan"
     gru_implementation: str = "fused"
+    item_representation: str = "id"
+    id_dropout: float = 0.5
     seed: int | None = None
 
     def __post_init__(self):
@@ -124,6 +137,10 @@ class ModelConfig:
         names = [m.name for m in modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"Modality names must be unique. Received: {names}")
+        if self.item_representation != "id" and not modalities:
+            raise NotApplicable(f"`item_representation: {self.item_representation}` encodes items from their feature "
+                                "modalities, and the model reads none; choose a dataset with features (and keep "
+                                "them in `data.modalities`) or use `item_representation: id`.")
         if self.variant == "mfn4rec-add":
             sizes = {self.id_hidden_units, *(m.hidden_units for m in modalities)}
             if len(sizes) != 1:
@@ -187,6 +204,16 @@ def check_model_settings(settings, prefix: str = "") -> None:
         if value not in allowed:
             raise ValueError(f"`{prefix}{name}` must be one of {allowed}. Received: {name}={value!r}")
     check_rate(prefix + "dropout", settings.dropout)
+    check_rate(prefix + "id_dropout", settings.id_dropout)
+    if settings.item_representation not in ITEM_REPRESENTATIONS:
+        raise ValueError(f"`{prefix}item_representation` must be one of {ITEM_REPRESENTATIONS}. "
+                         f"Received: item_representation={settings.item_representation!r}")
+    supported = registry.get(settings.variant).item_representations
+    if settings.item_representation not in supported:
+        able = [name for name in registry.names()
+                if settings.item_representation in registry.get(name).item_representations]
+        raise NotApplicable(f"`{prefix}item_representation: {settings.item_representation}` is not available for "
+                            f"{settings.variant} (it supports {list(supported)}); the models that support it: {able}.")
     if not isinstance(settings.gru_reset_after, bool):
         raise ValueError(f"`{prefix}gru_reset_after` must be true or false. Received: {settings.gru_reset_after!r}")
 

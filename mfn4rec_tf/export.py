@@ -274,7 +274,6 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False) -> _Export:
     import tensorflow as tf
 
     from mfn4rec_tf.model import load_model, with_output_mode
-    from mfn4rec_tf.splits import make_split
     from mfn4rec_tf.training import open_data
 
     dataset = open_data(config)
@@ -302,7 +301,7 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False) -> _Export:
         raise ExportError(f"The model of {run_dir} takes the inputs {sorted(model_inputs or [])}, but its "
                           f"config.yaml on {dataset.name!r} gives {sorted(expected)}.")
 
-    sequences = make_split(dataset.interactions, config.data.protocol, "test").train_sequences
+    sequences = config.split(dataset, "test").train_sequences
     events = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
     popularity = np.bincount(events, minlength=num_items + 1).astype(np.float32)
     log.info("Popularity from %d training events of the %s protocol (test mode).", len(events),

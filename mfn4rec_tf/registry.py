@@ -12,6 +12,8 @@ Each `ModelSpec` holds what the rest of the package needs to know about a model:
 - `modalities`: which feature modalities it reads (see `model_modalities`).
 - `preset`: its default settings, `{"model": {...}, "train": {...}}`, applied over the dataclass
   defaults of `mfn4rec_tf.run_config` and under everything a user sets.
+- `item_representations`: the values of `model.item_representation` it supports (`id` for all; the
+  MFN4Rec variants also score items from their features, for items without history).
 - `max_length`, `max_epochs`: limits of the model (SASRec's table of learned positions; `pop`,
   whose whole training is one pass of counting).
 
@@ -57,6 +59,7 @@ class ModelSpec:
         sampled_loss: whether `train.loss: sampled` applies: True (a softmax over its `ItemLogits`),
             False (it has its own loss, or no item vector per item: not applicable), or None (it
             does not train by a loss at all: the setting is ignored).
+        item_representations: the `model.item_representation` values it supports (`"id"` always).
     """
 
     name: str
@@ -70,6 +73,7 @@ class ModelSpec:
     max_length: int | None = None
     max_epochs: int | None = None
     sampled_loss: bool | None = True
+    item_representations: tuple = ("id",)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -80,6 +84,9 @@ class ModelSpec:
         for reference in (self.builder, self.loss):
             if reference is not None and reference.count(":") != 1:
                 raise ValueError(f"ModelSpec {self.name!r}: {reference!r} must look like 'module:function'.")
+        if not isinstance(self.item_representations, tuple) or "id" not in self.item_representations:
+            raise ValueError(f"ModelSpec {self.name!r}: `item_representations` must be a tuple holding 'id'. "
+                             f"Received: {self.item_representations!r}")
         unknown = sorted(set(self.preset) - {"model", "train", "data"})
         if unknown:
             raise ValueError(
@@ -124,6 +131,7 @@ _MFN4REC = "mfn4rec_tf.model:build_mfn4rec"
 _BPR = "mfn4rec_tf.baselines.bpr"
 _SEQUENTIAL = "mfn4rec_tf.baselines.sequential"
 _MULTIMODAL = "mfn4rec_tf.baselines.multimodal"
+_FROM_FEATURES = ("id", "features", "id+features")
 
 SASREC_MAX_POSITIONS = 512
 """Rows of SASRec's table of learned positions, hence the longest history it reads."""
@@ -172,10 +180,14 @@ for _spec in (
               paper="Qu et al., Neurocomputing 2021", modalities="some"),
     ModelSpec("sasrec", "baseline", f"{_SEQUENTIAL}:build_sasrec", "causal self-attention over the item IDs",
               paper="Kang & McAuley, ICDM 2018", modalities="none", max_length=SASREC_MAX_POSITIONS),
-    ModelSpec("mfn4rec", "mfn4rec", _MFN4REC, "MFN4Rec: multi-GRU + gated memory network (Eq. 1-12)"),
-    ModelSpec("mfn4rec-g", "mfn4rec", _MFN4REC, "ablation: the multi-GRU only, no memory network"),
-    ModelSpec("mfn4rec-m", "mfn4rec", _MFN4REC, "ablation: the memory network only, no GRUs"),
-    ModelSpec("mfn4rec-add", "mfn4rec", _MFN4REC, "ablation: the memory replaced by a sum of hidden states"),
+    ModelSpec("mfn4rec", "mfn4rec", _MFN4REC, "MFN4Rec: multi-GRU + gated memory network (Eq. 1-12)",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-g", "mfn4rec", _MFN4REC, "ablation: the multi-GRU only, no memory network",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-m", "mfn4rec", _MFN4REC, "ablation: the memory network only, no GRUs",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-add", "mfn4rec", _MFN4REC, "ablation: the memory replaced by a sum of hidden states",
+              item_representations=_FROM_FEATURES),
 ):
     register(_spec)
 del _spec

@@ -172,8 +172,12 @@ class SampledSoftmaxModel(keras.Model):
             h, flat_targets, flat_weights = (tf.boolean_mask(h, real), tf.boolean_mask(flat_targets, real),
                                              tf.boolean_mask(flat_weights, real))
             negatives = sampled.sampler.sample(flat_targets)
-            logits = sampled_logits(h, flat_targets, negatives, sampled.item_logits.kernel, sampled.item_logits.bias,
-                                    sampled.sampler.probabilities)
+            layer = sampled.item_logits
+            if hasattr(layer, "item_weights"):  # FeatureItemLogits: item vectors from the item encoder
+                kernel, bias = layer.item_weights(training=True)
+            else:
+                kernel, bias = layer.kernel, layer.bias
+            logits = sampled_logits(h, flat_targets, negatives, kernel, bias, sampled.sampler.probabilities)
             loss = sampled_softmax_loss(logits, flat_weights)
             extra = sampled.encoder.losses  # e.g. MV-RNN-3mDAE's reconstruction loss
             if extra:
@@ -188,11 +192,12 @@ class SampledSoftmaxModel(keras.Model):
 
 def attach_sampler(model: keras.Model, sampler: CandidateSampler) -> SampledSoftmaxModel:
     """`model` as a `SampledSoftmaxModel` (the same layers; `model` itself when it is one) that trains
-    with `sampler`'s candidates. Raises ValueError when the model has no `ItemLogits` output layer."""
-    from mfn4rec_tf.layers import ItemLogits
+    with `sampler`'s candidates. Raises ValueError when the model has no `ItemLogits` (or, for items
+    from their features, `FeatureItemLogits`) output layer."""
+    from mfn4rec_tf.layers import FeatureItemLogits, ItemLogits
 
     layer = model.get_layer("item_logits")
-    if type(layer) is not ItemLogits:
+    if type(layer) not in (ItemLogits, FeatureItemLogits):
         raise ValueError(f"The sampled loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
                          f"scores items with {type(layer).__name__}.")
     if not isinstance(model, SampledSoftmaxModel):
