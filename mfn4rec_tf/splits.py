@@ -19,7 +19,8 @@ Three protocols, each with a `validation` mode (model selection) and a `test` mo
     removed from every model input: the training sequences (so a cold item is never a training
     input nor a training target, and its ID is never trained) and the evaluation histories. The
     validation and test targets are leave-one-out's, cold or not: the metrics are reported for the
-    targets that are cold items, those that are warm, and all together (`Split.cold_items`).
+    targets that are cold items, those that are warm, and all together (`Split.cold_items`). A user
+    whose history holds only cold items has an empty history left, so is not evaluated (as below).
 
 Targets are de-duplicated (first occurrence kept, order kept). A user with an empty training
 sequence or no target is not evaluated in that mode, but their training sequence is still used for
