@@ -132,4 +132,7 @@ class ChunkedSoftmax:
 
     def loss(self, h, targets, weights, item_logits):
         """The loss of `h` `(M, d)` at M real positions with `targets` and `weights` `(M,)`."""
-        return chunked_softmax_cross_entropy(h, item_logits.kernel, item_logits.bias, targets, weights, self.chunk)
+        from mfn4rec_tf.sampled import item_weights
+
+        kernel, bias = item_weights(item_logits)
+        return chunked_softmax_cross_entropy(h, kernel, bias, targets, weights, self.chunk)

@@ -72,7 +72,6 @@ from mfn4rec_tf._version import __version__
 from mfn4rec_tf.cli import one_line as _one_line
 from mfn4rec_tf.cli import read_json as _read_json
 from mfn4rec_tf.run_config import RunConfig
-from mfn4rec_tf.splits import make_split
 
 log = logging.getLogger("mfn4rec_tf.compare")
 
@@ -231,7 +230,7 @@ def make_plan(args) -> Plan:
     dataset = training.open_data(base)
     base.modality_names(dataset)  # an unknown --modalities name is an error, not n/a for every model
     protocol = base.data.protocol
-    splits = {mode: make_split(dataset.interactions, protocol, mode) for mode in ("validation", "test")}
+    splits = {mode: base.split(dataset, mode) for mode in ("validation", "test")}
     empty = [mode for mode, split in splits.items() if not len(split.user_ids)]
     if empty:
         raise CompareError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from mfn4rec_tf import registry
-from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # noqa: F401 (NotApplicable: re-exported)
+from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # NotApplicable: also re-exported
 
 VARIANTS = registry.names("mfn4rec")
 """Model variants: the full model and the three ablations of Sec. 4.3 (registry family `mfn4rec`)."""
@@ -25,6 +25,11 @@ ID_INPUT = "item_ids"
 TARGET_MODES = ("all", "last")
 """`train.targets`: the next item at every position (`all`) or only the last one (`last`)."""
 PRESENCE_SUFFIX = "_present"
+ITEM_REPRESENTATIONS = ("id", "features", "id+features")
+"""`model.item_representation`: what an item's output vector (the one `h_out` is scored against) is made
+of: its learned ID vector (`id`, the paper's Eq. 11), a small encoder of its feature modalities
+(`features`), or their sum (`id+features`). The two last score items never seen in training
+(docs/model.md#new-items)."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -103,6 +108,12 @@ class ModelConfig:
         attention_heads: attention heads of each self-attention block (`sasrec` only; the model
             width must divide by it). Default 1 (SASRec's paper).
         attention_blocks: self-attention blocks (`sasrec` only). Default 2 (SASRec's paper).
+        item_representation: `"id"` (default, the paper), `"features"` or `"id+features"`, see
+            `ITEM_REPRESENTATIONS`; the two last need a feature modality and a model whose registry
+            entry lists them (`ModelSpec.item_representations`).
+        id_dropout: with `features` or `id+features`, the probability that an item's ID part (its ID
+            vector and bias on the output side, its ID embedding on the input side) is replaced by
+            the "unknown item" one in a training step, drawn per item of the catalogue. Default 0.5.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -123,6 +134,8 @@ class ModelConfig:
     gru_implementation: str = "fused"
     attention_heads: int = 1
     attention_blocks: int = 2
+    item_representation: str = "id"
+    id_dropout: float = 0.5
     seed: int | None = None
 
     def __post_init__(self):
@@ -137,6 +150,10 @@ class ModelConfig:
         names = [m.name for m in modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"Modality names must be unique. Received: {names}")
+        if self.item_representation != "id" and not modalities:
+            raise NotApplicable(f"`item_representation: {self.item_representation}` encodes items from their feature "
+                                "modalities, and the model reads none; choose a dataset with features (and keep "
+                                "them in `data.modalities`) or use `item_representation: id`.")
         if self.variant == "mfn4rec-add":
             sizes = {self.id_hidden_units, *(m.hidden_units for m in modalities)}
             if len(sizes) != 1:
@@ -205,10 +222,24 @@ def check_model_settings(settings, prefix: str = "") -> None:
     if not isinstance(settings.tie_item_embeddings, bool):
         raise ValueError(f"`{prefix}tie_item_embeddings` must be true or false. "
                          f"Received: {settings.tie_item_embeddings!r}")
+    if settings.tie_item_embeddings and settings.item_representation != "id":
+        raise ValueError(f"`{prefix}tie_item_embeddings` ties the output item vectors to the ID embedding, which "
+                         f"`{prefix}item_representation: {settings.item_representation}` replaces by vectors from "
+                         "the item features: use one or the other.")
     if settings.tie_item_embeddings and settings.output_units != settings.id_embedding_dim:
         raise ValueError(f"`{prefix}tie_item_embeddings` scores items with the item-ID embeddings, so "
                          f"`{prefix}output_units` must equal `{prefix}id_embedding_dim`. Received: "
                          f"output_units={settings.output_units}, id_embedding_dim={settings.id_embedding_dim}")
+    check_rate(prefix + "id_dropout", settings.id_dropout)
+    if settings.item_representation not in ITEM_REPRESENTATIONS:
+        raise ValueError(f"`{prefix}item_representation` must be one of {ITEM_REPRESENTATIONS}. "
+                         f"Received: item_representation={settings.item_representation!r}")
+    supported = registry.get(settings.variant).item_representations
+    if settings.item_representation not in supported:
+        able = [name for name in registry.names()
+                if settings.item_representation in registry.get(name).item_representations]
+        raise NotApplicable(f"`{prefix}item_representation: {settings.item_representation}` is not available for "
+                            f"{settings.variant} (it supports {list(supported)}); the models that support it: {able}.")
     if not isinstance(settings.gru_reset_after, bool):
         raise ValueError(f"`{prefix}gru_reset_after` must be true or false. Received: {settings.gru_reset_after!r}")
 

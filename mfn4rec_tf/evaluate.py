@@ -28,10 +28,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from mfn4rec_tf import cli
-    from mfn4rec_tf.metrics import format_table
+    from mfn4rec_tf.metrics import format_groups, format_table
     from mfn4rec_tf.model import load_model, with_output_mode
     from mfn4rec_tf.run_config import load_config
-    from mfn4rec_tf.splits import make_split
     from mfn4rec_tf.training import RunError, evaluate_split, modality_names, open_data
 
     run = Path(args.run)
@@ -41,8 +40,7 @@ def main(argv=None) -> int:
         config = load_config(run / "config.yaml", cli.boolean_override("train.exclude_history", args.exclude_history))
         dataset = open_data(config)
         names = modality_names(config, dataset)
-        split = make_split(dataset.interactions, config.data.protocol,
-                           "validation" if args.split == "valid" else "test")
+        split = config.split(dataset, "validation" if args.split == "valid" else "test")
         file = run / ("best.keras" if args.split == "valid" else "model.keras")
         if not file.is_file():
             raise RunError(f"{file} does not exist: the run has not finished that phase (resume it with "
@@ -56,6 +54,8 @@ def main(argv=None) -> int:
     else:
         print(f"{config.model.variant}, {config.data.protocol} protocol, {args.split} split:")
         print(format_table(result))
+        if format_groups(result):
+            print(format_groups(result))
     return 0
 
 

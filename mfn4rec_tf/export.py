@@ -1,7 +1,7 @@
 """Export a trained run as a TensorFlow Serving model: `python -m mfn4rec_tf.export`.
 
     python -m mfn4rec_tf.export --run runs/mfn4rec-paper --name beauty [--base saved_models]
-        [--version N] [--k 20] [--exclude-seen | --no-exclude-seen] [--xla]
+        [--version N] [--k 20] [--exclude-seen | --no-exclude-seen] [--xla] [--add-items DATASET_OR_PARQUET]
 
 writes `<base>/<name>/<version>/`, the layout TensorFlow Serving (and our own server) reads::
 
@@ -40,6 +40,18 @@ Signatures (input and output names are the contract; `K` is fixed at export time
 - `user_representation`: `history` -> `user_representation` float32 `(batch, d)` (the model's
   `h_out` at the last known item; for a row with no known id, the model's output for an empty
   history), `unknown_ids` int32 `(batch,)`.
+
+New items (`--add-items`): a run whose model represents items from their features
+(`model.item_representation` `features` or `id+features`) can be exported with items added after
+training, without retraining: their ids and feature vectors (from a dataset directory of the
+pipelines, every item of which must be new, or a parquet file with an `item_id` column and one
+list-of-floats column per modality the model reads) are appended to the catalogue; the model is
+rebuilt over the longer catalogue with the trained weights, the new items being unknown (scored from
+their features, read in a history through their features and the learned unknown ID vector). The
+served model then recommends them and reads them in histories like any other item; their
+popularity is 0. An `id` model cannot score an item it has no trained vector for, and is refused;
+so are a missing modality, a feature width that differs from the run's, an empty id, and an id
+that repeats or is already in the run's catalogue.
 
 A version is written into a staging directory beside the versions (`.staging-<version>-<pid>-...`,
 a name no server loads), checked by loading it back, and renamed into place in one step, so a
@@ -87,7 +99,8 @@ class ExportError(ValueError):
     """An export cannot be made as asked (the message names the input and says why)."""
 
 
-def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_seen=None, xla=False) -> Path:
+def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_seen=None, xla=False,
+               add_items=None) -> Path:
     """Exports the final model of a training run as version `version` of model `name` under `base`.
 
     Everything is checked (run, name, version, k, data, model) before anything is written. See the
@@ -107,6 +120,9 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         xla: compile the served model with XLA (see `ServingGraph`): several times faster per
             request on a CPU, but TensorFlow Serving then needs `--xla_cpu_compilation_enabled=true`
             (our server needs nothing). Default `False`.
+        add_items: a dataset directory or a `.parquet` file of new items to add to the served
+            catalogue (see the module docstring); the run's model must have `item_representation`
+            `features` or `id+features`. Default `None`: the run's catalogue as it is.
 
     Returns:
         The version directory written, `base/name/<version>`.
@@ -123,6 +139,14 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
     if exclude_seen is not None and not isinstance(exclude_seen, bool):
         raise ExportError(f"`exclude_seen` must be True, False or None. Received: exclude_seen={exclude_seen!r}")
     config = _read_run(run_dir)
+    if add_items is not None:
+        if config.model.item_representation == "id":
+            raise ExportError(f"--add-items: the model of {run_dir} has `model.item_representation: id`: it scores an "
+                              "item only by the ID vector it learned, so it cannot score an item added after training. "
+                              "Train with `--set model.item_representation=id+features` (or `features`).")
+        add_items = Path(add_items)
+        if not add_items.exists():
+            raise ExportError(f"--add-items: {add_items} does not exist (a dataset directory or a .parquet file).")
     metrics = _read_metrics(run_dir)
     target = base / name
     for path in (base, target):
@@ -134,7 +158,7 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         exclude_seen = bool(config.train.exclude_history)
 
     started = time.perf_counter()
-    export = _prepare_export(run_dir, config, k, exclude_seen, bool(xla))
+    export = _prepare_export(run_dir, config, k, exclude_seen, bool(xla), add_items)
     log.info("Built the serving graph in %.1fs.", time.perf_counter() - started)
     metadata = {
         "model_name": name,
@@ -143,6 +167,7 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         "dataset": export.dataset_info,
         "protocol": config.data.protocol,
         "num_items": export.num_items,
+        "added_items": export.added_items,
         "k": k,
         "exclude_seen": exclude_seen,
         "xla": bool(xla),
@@ -265,24 +290,29 @@ class _Export:
     tensorflow_version: str
     sample: list  # raw-id histories the written model is checked on
     warmup: list  # raw-id history batches: the warm-up requests
+    added_items: dict | None = None  # {"count", "source"} of --add-items
 
 
-def _prepare_export(run_dir, config, k, exclude_seen, xla=False) -> _Export:
+def _prepare_export(run_dir, config, k, exclude_seen, xla=False, add_items=None) -> _Export:
     """Loads the run's data and model and builds the `keras.export.ExportArchive` to write."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from mfn4rec_tf.model import load_model, with_output_mode
-    from mfn4rec_tf.splits import make_split
     from mfn4rec_tf.training import open_data
 
     dataset = open_data(config)
     names = config.modality_names(dataset)
     num_items = dataset.num_items
+    new = None if add_items is None else read_new_items(add_items, dataset, names)
+    if new is not None:
+        num_items += len(new["ids"])
     if k > num_items:
         raise ExportError(f"`k` ({k}) is larger than the catalogue ({num_items} items).")
     item_ids = dataset.item_ids()
+    if new is not None:
+        item_ids = np.concatenate([item_ids, np.asarray(new["ids"], dtype=object)])
     if any(item_id == "" for item_id in item_ids[1:]):
         raise ExportError(f"Dataset {dataset.name!r} has an item whose id is the empty string, which the "
                           "served model reserves for padding.")
@@ -296,13 +326,21 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False) -> _Export:
 
     features = {name: dataset.features(name) for name in names}
     presence = {name: dataset.presence(name) for name in names if dataset.presence(name) is not None}
+    if new is not None:
+        features = {name: np.concatenate([np.asarray(table, np.float32), new["features"][name]])
+                    for name, table in features.items()}
+        presence = {name: np.concatenate([np.asarray(flags, bool), new["presence"][name]])
+                    for name, flags in presence.items()}
     expected = {"item_ids", *features, *(name + "_present" for name in presence)}
     model_inputs = set(ranker.input) if isinstance(ranker.input, dict) else None
     if model_inputs != expected:
         raise ExportError(f"The model of {run_dir} takes the inputs {sorted(model_inputs or [])}, but its "
                           f"config.yaml on {dataset.name!r} gives {sorted(expected)}.")
 
-    sequences = make_split(dataset.interactions, config.data.protocol, "test").train_sequences
+    if new is not None:
+        ranker = _grown_model(ranker, config, dataset, num_items, features, presence)
+        log.info("Added %d new items from %s (scored from their features).", len(new["ids"]), add_items)
+    sequences = config.split(dataset, "test").train_sequences
     events = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
     popularity = np.bincount(events, minlength=num_items + 1).astype(np.float32)
     log.info("Popularity from %d training events of the %s protocol (test mode).", len(events),
@@ -333,10 +371,115 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False) -> _Export:
                     for name in names],
         dataset_info={"name": dataset.name, "path": None if config.data.path is None else str(config.data.path)},
         tensorflow_version=tf.__version__,
-        sample=_sample_histories(sequences, item_ids),
+        sample=_sample_histories(sequences, item_ids, None if new is None else new["ids"]),
         warmup=_warmup_histories(sequences, item_ids, graph.length_buckets if xla else [8],
                                  WARMUP_BATCH_SIZES if xla else [1]),
+        added_items=None if new is None else {"count": len(new["ids"]), "source": str(Path(add_items).resolve())},
     )
+
+
+def read_new_items(source, dataset, names) -> dict:
+    """The new items of `--add-items`: `{"ids": [str], "features": {name: (M, dim) float32},
+    "presence": {name: (M,) bool}}` for the modalities `names` the run's model reads.
+
+    Args:
+        source: a dataset directory (every item of its catalogue is new) or a `.parquet` file with an
+            `item_id` column and, per modality, a column of that name holding each item's vector.
+        dataset: the run's dataset (its catalogue and feature widths).
+        names: the modalities the model reads.
+
+    Raises:
+        ExportError: a missing modality or column, a width that differs from the run's, no item, an
+            empty id, an id that repeats or collides with the run's catalogue.
+    """
+    import numpy as np
+
+    source = Path(source)
+    widths = {name: dataset.modality(name).dim for name in names}
+    if source.is_dir():
+        from mfn4rec_tf.dataset import load_dataset
+
+        added = load_dataset(source)
+        ids = [str(i) for i in added.item_ids()[1:]]
+        features, presence = {}, {}
+        for name in names:
+            if name not in added.modality_names:
+                raise ExportError(f"--add-items: {source} has no modality {name!r}, which the model reads "
+                                  f"(it has {list(added.modality_names)}).")
+            features[name] = np.asarray(added.features(name)[1:], np.float32)
+            flags = added.presence(name)
+            presence[name] = (features[name] != 0).any(axis=1) if flags is None else np.asarray(flags[1:], bool)
+    elif source.is_file() and source.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(source)
+        except Exception as error:  # pyarrow raises several types for a broken file
+            raise ExportError(f"--add-items: {source} is not a readable parquet file: {error}") from None
+        missing = [column for column in ("item_id", *names) if column not in frame.columns]
+        if missing:
+            raise ExportError(f"--add-items: {source} has no column {missing}; it needs item_id and one vector "
+                              f"column per modality the model reads ({list(names)}). Columns: {list(frame.columns)}")
+        ids = [str(i) for i in frame["item_id"]]
+        features, presence = {}, {}
+        for name in names:
+            try:
+                rows = [np.asarray(value, np.float32).reshape(-1) for value in frame[name]]
+            except (TypeError, ValueError) as error:
+                raise ExportError(f"--add-items: column {name!r} of {source} must hold vectors of numbers: "
+                                  f"{error}") from None
+            lengths = sorted({len(row) for row in rows})
+            if len(lengths) > 1:
+                raise ExportError(f"--add-items: the vectors of column {name!r} of {source} have several lengths "
+                                  f"{lengths}; the model reads {widths[name]}.")
+            features[name] = np.stack(rows) if rows else np.zeros((0, widths[name]), np.float32)
+            presence[name] = (features[name] != 0).any(axis=1)
+    else:
+        raise ExportError(f"--add-items: {source} must be a dataset directory or a .parquet file.")
+    if not ids:
+        raise ExportError(f"--add-items: {source} holds no item.")
+    for name in names:
+        if features[name].shape[1] != widths[name]:
+            raise ExportError(f"--add-items: the {name!r} features of {source} are {features[name].shape[1]}-d; "
+                              f"the run's model reads {widths[name]}-d {name!r} features.")
+        if not np.isfinite(features[name]).all():
+            raise ExportError(f"--add-items: the {name!r} features of {source} hold NaN or infinite values.")
+    if any(item_id == "" for item_id in ids):
+        raise ExportError(f"--add-items: {source} has an item whose id is empty, which the served model reserves "
+                          "for padding.")
+    repeated = sorted({item_id for item_id in ids if ids.count(item_id) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+        raise ExportError(f"--add-items: {source} lists the id(s) {repeated[:5]} more than once.")
+    taken = set(str(i) for i in dataset.item_ids()[1:]).intersection(ids)
+    if taken:
+        raise ExportError(f"--add-items: {len(taken)} id(s) of {source} are already in the run's catalogue "
+                          f"{dataset.name!r}, e.g. {sorted(taken)[:5]}; add only new items.")
+    return {"ids": ids, "features": features, "presence": presence}
+
+
+def _grown_model(model, config, dataset, num_items, features, presence):
+    """`model` (a features model, "last" mode) rebuilt over a catalogue of `num_items` items with the
+    extended `features` and `presence` tables: every layer keeps its trained weights; the item layers
+    copy theirs in with `grow_from`, which leaves the added items unknown."""
+    import dataclasses
+
+    from mfn4rec_tf.model import build_model
+
+    model_config = dataclasses.replace(config.model_config(dataset), num_items=num_items)
+    tables = {**features, **{name + "_present": flags for name, flags in presence.items()}}
+    grown = build_model(model_config, "last", item_features=tables)
+    trained = {layer.name: layer for layer in model.layers}
+    for layer in grown.layers:
+        if not layer.weights:
+            continue
+        old = trained.get(layer.name)
+        if old is None:
+            raise ExportError(f"The run's model has no layer {layer.name!r} to copy into the model with new items.")
+        if hasattr(layer, "grow_from"):
+            layer.grow_from(old)
+        else:
+            layer.set_weights(old.get_weights())
+    return grown
 
 
 class ServingGraph:
@@ -533,10 +676,13 @@ def _describe(fn) -> dict:
             "outputs": {key: text(value) for key, value in concrete.structured_outputs.items()}}
 
 
-def _sample_histories(sequences, item_ids):
-    """A few raw-id histories to check the written model with: real ones, an unknown id, an empty row."""
+def _sample_histories(sequences, item_ids, added=None):
+    """A few raw-id histories to check the written model with: real ones, an unknown id, an empty row
+    (and, with added items, a row of them)."""
     rows = [[str(item_ids[i]) for i in seq[-8:]] for seq in sequences[:4]]
     rows += [["\x00not-an-item"], []]
+    if added:
+        rows.append([str(i) for i in added[:8]])
     width = max(len(row) for row in rows)
     return [row + [""] * (width - len(row)) for row in rows]
 
@@ -642,6 +788,10 @@ def parse_args(argv=None):
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
                         help="compile the served model with XLA: several times faster per request on a CPU; "
                              "TensorFlow Serving then needs --xla_cpu_compilation_enabled=true (default: off)")
+    parser.add_argument("--add-items", metavar="DATASET_OR_PARQUET",
+                        help="serve items added after training, scored from their features: a dataset directory "
+                             "(all its items new) or a .parquet file (item_id + one vector column per modality); "
+                             "the run's model.item_representation must be features or id+features")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="serving_default never recommends items of the user's history "
                              "(default: the run's train.exclude_history)")
@@ -656,7 +806,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         path = export_run(args.run, args.name, base=args.base, version=args.version, k=args.k,
-                          exclude_seen=args.exclude_seen, xla=args.xla)
+                          exclude_seen=args.exclude_seen, xla=args.xla, add_items=args.add_items)
     except (*cli.USER_ERRORS, OSError) as error:
         # ExportError, DatasetError are ValueErrors; OSError: --base unwritable
         return cli.fail(error)
@@ -667,7 +817,8 @@ def main(argv=None) -> int:
     print(f"\nExported {metadata['variant']} ({args.run}) in {time.perf_counter() - started:.0f}s to {path}/")
     print(f"serving_default: k={metadata['k']}, exclude_seen={str(metadata['exclude_seen']).lower()}, "
           f"xla={str(metadata['xla']).lower()}, "
-          f"{metadata['num_items']} items, histories cut to the last {metadata['max_length']} known items")
+          f"{metadata['num_items']} items{_added(metadata)}, histories cut to the last {metadata['max_length']} "
+          "known items")
     for key, signature in metadata["signatures"].items():
         inputs = ", ".join(f"{name}: {spec}" for name, spec in signature["inputs"].items())
         outputs = ", ".join(f"{name}: {spec}" for name, spec in signature["outputs"].items())
@@ -675,5 +826,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def _added(metadata):
+    added = metadata.get("added_items")
+    return "" if not added else f" ({added['count']} added from {added['source']})"
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mfn4rec_tf.cli import read_json
-    from mfn4rec_tf.metrics import format_table
+    from mfn4rec_tf.metrics import format_groups, format_table
     from mfn4rec_tf.multi_worker import WorkerLost
     from mfn4rec_tf.training import RunError, describe_stop, run_training
 
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     data = config.data.path or f"embedded demo (seed {config.data.demo_seed})"
     print(f"\n{config.model.variant} on {data}, {config.data.protocol} protocol — test split (validation-selected):")
     print(format_table(result["test"]))
+    if format_groups(result["test"]):
+        print(format_groups(result["test"]))
     print(f"\nvalidation {result['valid'].get('recall@20', float('nan')) * 100:.3f}% Recall@20 at the selected epoch")
     state = read_json(out / "state.json") or {}
     if state.get("stopped_by"):

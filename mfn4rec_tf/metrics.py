@@ -314,7 +314,7 @@ class RankingMetrics:
 
 
 def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True, steps=None, memory_mb=None,
-             per_user=False):
+             per_user=False, target_groups=None):
     """Full-ranking metrics of a Keras model in "last" output mode over `(inputs, targets)` batches.
 
     Args:
@@ -335,11 +335,18 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
             the same ranking). Default None: no limit.
         per_user: also return each user's values (`RankingMetrics.per_user_result`). Default False.
 
+        target_groups: optional `{name: (N + 1,) bool array}`: for each group, the metrics of the same
+            rankings against only the targets that are in the group (e.g. `cold` and `warm` items),
+            under the keys `"<name>/<metric>"` (`"<name>/users"`: users with a target in the group).
+            With disjoint groups that cover every target, each group's Recall numerator (Recall times
+            its target count) sums to the overall one.
+
     Returns:
-        `RankingMetrics(ks).result()` over all batches; with `per_user`, the pair
-        `(result, per_user_result)`.
+        `RankingMetrics(ks).result()` over all batches, with the groups' metrics; with `per_user`,
+        the pair `(result, per_user_result)`.
     """
     metrics = RankingMetrics(ks, per_user=per_user)
+    groups = {name: (np.asarray(flags, bool), RankingMetrics(ks)) for name, flags in (target_groups or {}).items()}
     if steps is None:
         try:
             steps = len(ranking_batches)
@@ -357,18 +364,44 @@ def evaluate(model, ranking_batches, ks=KS, exclude_history=False, progress=True
             if chunk < width:
                 if encoder is None:
                     encoder = keras.Model(model.input, model.get_layer("last_valid_step").output)
-                metrics.update_chunked(encoder.predict_on_batch(inputs), layer.kernel, layer.bias, targets, exclude,
-                                       chunk_items=max(chunk, metrics.max_k))
+                user = encoder.predict_on_batch(inputs)
+                targets = _check_items("targets", targets, int(np.shape(user)[0]), width - 1)
+                ranked = top_k_items_chunked(user, layer.kernel, layer.bias, metrics.max_k, exclude,
+                                             chunk_items=max(chunk, metrics.max_k))
+                _update_all(metrics, groups, ranked, targets)
                 if bar is not None:
                     bar.update(step + 1)
                 continue
         outputs = model.predict_on_batch(inputs)
         if not isinstance(outputs, dict) or "logits" not in outputs:
             raise ValueError(f"`model` must return a dict with `logits`. Received {type(outputs).__name__}")
-        metrics.update(outputs["logits"], targets, exclude)
+        logits = np.asarray(outputs["logits"])
+        if logits.ndim != 2:
+            raise ValueError(f"`logits` must have shape (batch, N + 1); a sequence-mode model gives (batch, steps, "
+                             f"N + 1). Received shape {logits.shape}")
+        targets = _check_items("targets", targets, logits.shape[0], logits.shape[1] - 1)
+        _update_all(metrics, groups, top_k_items(logits, metrics.max_k, exclude), targets)
         if bar is not None:
             bar.update(step + 1)
-    return (metrics.result(), metrics.per_user_result()) if per_user else metrics.result()
+    result = metrics.result()
+    for name, (_, group) in groups.items():
+        result.update({f"{name}/{key}": value for key, value in group.result().items() if key != "skipped_users"})
+    return (result, metrics.per_user_result()) if per_user else result
+
+
+def _update_all(metrics, groups, ranked, targets):
+    """Accumulates one batch's rankings into `metrics` and into each group's (its targets only)."""
+    metrics.update_from_ranked(ranked, targets)
+    for flags, group in groups.values():
+        if len(flags) <= targets.max(initial=0):
+            raise ValueError(f"A target group's flags cover items 0..{len(flags) - 1}; a target is {targets.max()}.")
+        group.update_from_ranked(ranked, np.where(flags[targets], targets, 0))
+
+
+def group_result(result, name) -> dict:
+    """The metrics of target group `name` (`evaluate(..., target_groups=...)`) under their plain keys."""
+    prefix = f"{name}/"
+    return {key[len(prefix):]: value for key, value in result.items() if key.startswith(prefix)}
 
 
 def _item_logits(model):
@@ -413,6 +446,14 @@ def format_table(metrics, ks=KS):
             footer += f" (skipped, no targets: {metrics['skipped_users']})"
         lines.append(footer)
     return "\n".join(lines)
+
+
+def format_groups(metrics, ks=KS) -> str:
+    """`format_table` of each target group in `metrics` (keys `"<group>/<metric>"`, e.g. the `cold`
+    and `warm` targets of the cold-items protocol), each under a title line; "" when there is none."""
+    names = list(dict.fromkeys(key.split("/", 1)[0] for key in metrics if "/" in key))
+    return "\n".join(f"targets that are {name} items:\n{format_table(group_result(metrics, name), ks)}"
+                     for name in names)
 
 
 def _as_sequence(name, value):

@@ -14,6 +14,11 @@ Variants (Sec. 4.3, read as docs/model.md#ablation-variants explains):
     mfn4rec-m    no GRUs: each modality is projected per step (Dense, tanh) to its hidden size, and
                  h_out = FC_out(u_t).
     mfn4rec-add  the memory is replaced by u_t = sum of the modalities' hidden states (equal sizes).
+
+With `item_representation` `features` or `id+features` (docs/model.md#new-items) the item-ID
+embedding is an `ItemIdEmbedding` (unknown items read a learned "unknown" vector) and the output
+layer a `FeatureItemLogits` (item vectors from an encoder of the items' feature tables); with `id`
+(the default) the model is exactly the paper's.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from mfn4rec_tf.heads import (  # noqa: F401  (re-exported: the model API of the
 )
 from mfn4rec_tf.layers import (
     AppendPresence,
+    FeatureItemLogits,
     FullyConnected,
     GatedMemory,
+    ItemIdEmbedding,
     ItemLogits,
     MultiGRU,
     PaddingMask,
@@ -74,7 +81,9 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
 def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
     """The builder of MFN4Rec and its ablations (`config.variant` of the `mfn4rec` family).
 
-    `item_features` is not read: MFN4Rec scores items by their ID vectors (Eq. 11).
+    `item_features` is read only with `item_representation` `features` or `id+features`: the
+    feature tables of `config.modalities` (and `<name>_present` flags where a modality has them),
+    which the item encoder reads; with `id` MFN4Rec scores items by their ID vectors (Eq. 11).
     """
     check_output_mode(output_mode)
     if registry.get(config.variant).family != "mfn4rec":
@@ -83,7 +92,13 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])  # (B, T)
 
-    if config.tie_item_embeddings:  # one item table: the input embedding and Eq. 11's W (its transpose)
+    from_features = config.item_representation != "id"
+    if from_features:  # items from their features: unknown items read through a learned "unknown" ID vector
+        logits_layer = None
+        id_embedding = ItemIdEmbedding(config.vocabulary_size, config.id_embedding_dim, id_dropout=config.id_dropout,
+                                       seed=None if config.seed is None else config.seed + 200,
+                                       name="item_embedding")(inputs[ID_INPUT])
+    elif config.tie_item_embeddings:  # one item table: the input embedding and Eq. 11's W (its transpose)
         logits_layer = TiedItemLogits(config.vocabulary_size, config.id_embedding_dim, use_bias=True,
                                       name="item_logits")
         id_embedding = logits_layer(inputs[ID_INPUT], lookup=True)
@@ -142,6 +157,13 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
         name="fc_out",
     )(fused)  # Eq. 10: (B, T, output_units)
 
+    if from_features:
+        logits_layer = FeatureItemLogits(
+            config.vocabulary_size, _feature_dims(config), hidden_units=config.fc_hidden_units,
+            use_id=config.item_representation == "id+features", id_dropout=config.id_dropout,
+            seed=None if config.seed is None else config.seed + 300, tables=_feature_tables(config, item_features),
+            name="item_logits",
+        )
     outputs = model_head(h_out, mask, logits_layer, output_mode)
     return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
 
@@ -151,5 +173,28 @@ def _input_dropout(config: ModelConfig, name, index, stream):
     training only; no layer at all at rate 0 (the paper's model, unchanged)."""
     if not config.embedding_dropout:
         return stream
-    seed = None if config.seed is None else config.seed + 200 + index
+    seed = None if config.seed is None else config.seed + 210 + index
     return keras.layers.Dropout(config.embedding_dropout, seed=seed, name=f"{name}_dropout")(stream)
+
+
+def _feature_dims(config):
+    """The widths of the item encoder's tables: each modality's, then one per presence flag."""
+    return [m.dim for m in config.modalities] + [1 for m in config.modalities if m.presence]
+
+
+def _feature_tables(config, item_features):
+    """The item encoder's tables from `item_features`, in the order of `_feature_dims`."""
+    if item_features is None:
+        return None  # a model being loaded: its tables come from the saved weights
+    tables, flags = [], []
+    for modality in config.modalities:
+        if modality.name not in item_features:
+            raise ValueError(f"`item_features` has no table for the modality {modality.name!r}, which "
+                             f"`item_representation: {config.item_representation}` encodes.")
+        tables.append(item_features[modality.name])
+        if modality.presence:
+            name = modality.name + PRESENCE_SUFFIX
+            if name not in item_features:
+                raise ValueError(f"`item_features` has no {name!r} flags for the modality {modality.name!r}.")
+            flags.append(item_features[name])
+    return tables + flags

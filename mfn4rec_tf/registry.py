@@ -15,6 +15,8 @@ Each `ModelSpec` holds what the rest of the package needs to know about a model:
   at its own paper's settings where the paper gives them (SASRec's, GRU4Rec's); MFN4Rec's are the
   dataclass defaults (the paper's Table 1).
 - `search_space`: the search space `compare --tune` gives it.
+- `item_representations`: the values of `model.item_representation` it supports (`id` for all; the
+  MFN4Rec variants also score items from their features, for items without history).
 - `max_length`, `max_epochs`: limits of the model (SASRec's table of learned positions; `pop`,
   whose whole training is one pass of counting).
 
@@ -62,6 +64,7 @@ class ModelSpec:
             or None (it does not train by a loss at all: the setting is ignored).
         search_space: the shipped search space (`mfn4rec_tf/search_spaces/<name>.yaml`) that
             `compare --tune` searches for it; None for a model with nothing to tune (`pop`).
+        item_representations: the `model.item_representation` values it supports (`"id"` always).
     """
 
     name: str
@@ -76,6 +79,7 @@ class ModelSpec:
     max_epochs: int | None = None
     sampled_loss: bool | None = True
     search_space: str | None = "paper"
+    item_representations: tuple = ("id",)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -86,6 +90,9 @@ class ModelSpec:
         for reference in (self.builder, self.loss):
             if reference is not None and reference.count(":") != 1:
                 raise ValueError(f"ModelSpec {self.name!r}: {reference!r} must look like 'module:function'.")
+        if not isinstance(self.item_representations, tuple) or "id" not in self.item_representations:
+            raise ValueError(f"ModelSpec {self.name!r}: `item_representations` must be a tuple holding 'id'. "
+                             f"Received: {self.item_representations!r}")
         unknown = sorted(set(self.preset) - {"model", "train", "data"})
         if unknown:
             raise ValueError(
@@ -130,6 +137,7 @@ _MFN4REC = "mfn4rec_tf.model:build_mfn4rec"
 _BPR = "mfn4rec_tf.baselines.bpr"
 _SEQUENTIAL = "mfn4rec_tf.baselines.sequential"
 _MULTIMODAL = "mfn4rec_tf.baselines.multimodal"
+_FROM_FEATURES = ("id", "features", "id+features")
 
 SASREC_MAX_POSITIONS = 512
 """Rows of SASRec's table of learned positions, hence the longest history it reads."""
@@ -201,10 +209,14 @@ for _spec in (
     ModelSpec("sasrec", "baseline", f"{_SEQUENTIAL}:build_sasrec", "causal self-attention over the item IDs",
               paper="Kang & McAuley, ICDM 2018", modalities="none", max_length=SASREC_MAX_POSITIONS,
               preset=SASREC_PRESET, search_space="sasrec"),
-    ModelSpec("mfn4rec", "mfn4rec", _MFN4REC, "MFN4Rec: multi-GRU + gated memory network (Eq. 1-12)"),
-    ModelSpec("mfn4rec-g", "mfn4rec", _MFN4REC, "ablation: the multi-GRU only, no memory network"),
-    ModelSpec("mfn4rec-m", "mfn4rec", _MFN4REC, "ablation: the memory network only, no GRUs"),
-    ModelSpec("mfn4rec-add", "mfn4rec", _MFN4REC, "ablation: the memory replaced by a sum of hidden states"),
+    ModelSpec("mfn4rec", "mfn4rec", _MFN4REC, "MFN4Rec: multi-GRU + gated memory network (Eq. 1-12)",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-g", "mfn4rec", _MFN4REC, "ablation: the multi-GRU only, no memory network",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-m", "mfn4rec", _MFN4REC, "ablation: the memory network only, no GRUs",
+              item_representations=_FROM_FEATURES),
+    ModelSpec("mfn4rec-add", "mfn4rec", _MFN4REC, "ablation: the memory replaced by a sum of hidden states",
+              item_representations=_FROM_FEATURES),
 ):
     register(_spec)
 del _spec

@@ -23,7 +23,7 @@ import yaml
 from mfn4rec_tf import registry
 from mfn4rec_tf._checks import NotApplicable, check_positive_int
 from mfn4rec_tf.config import TARGET_MODES, ModalityConfig, ModelConfig, check_model_settings
-from mfn4rec_tf.splits import PROTOCOLS
+from mfn4rec_tf.splits import PROTOCOLS, cold_item_set, make_split
 
 TRAIN_WINDOWS = ("last", "sliding")
 """`data.train_windows` (the same as `mfn4rec_tf.data.TRAIN_WINDOWS`; this module imports no TensorFlow)."""
@@ -49,7 +49,9 @@ class DataSection:
     Attributes:
         path: dataset directory (from `pipelines/`); `None` = the embedded demo dataset.
         demo_seed: seed of the demo dataset when `path` is None.
-        protocol: `paper`, `user-ratio` or `leave-one-out` (docs/model.md#protocols).
+        protocol: `paper`, `user-ratio`, `leave-one-out` or `cold-items` (docs/model.md#protocols).
+        cold_fraction: with `cold-items`, the fraction of the catalogue made cold (never trained).
+        cold_seed: with `cold-items`, the seed that draws the cold items.
         modalities: feature modalities to use (default: every one the dataset has; `[]` = IDs only).
         max_length: longest history fed to the model (the most recent items are kept).
         train_windows: what training takes of a sequence longer than `max_length`: `last` (its last
@@ -66,6 +68,8 @@ class DataSection:
     path: str | None = None
     demo_seed: int = 0
     protocol: str = "paper"
+    cold_fraction: float = 0.1
+    cold_seed: int = 0
     modalities: list | None = None
     max_length: int = 100
     train_windows: str = "last"
@@ -200,6 +204,11 @@ class RunConfig:
             raise ValueError(f"`data.modalities` must be a list of names. Received: {self.data.modalities!r}")
         check_positive_int("data.max_length", self.data.max_length)
         self._check_windows()
+        if not 0.0 < self.data.cold_fraction < 1.0:
+            raise ValueError(f"`data.cold_fraction` must be a number in (0, 1). Received: {self.data.cold_fraction!r}")
+        if self.model.item_representation != "id" and self.data.modalities == []:
+            raise NotApplicable(f"`model.item_representation: {self.model.item_representation}` encodes items from "
+                                "their feature modalities, and `data.modalities` is []: keep at least one.")
         check_model_settings(self.model, prefix="model.")
         spec = registry.get(self.model.variant)
         if spec.max_length is not None and self.data.max_length > spec.max_length:
@@ -314,6 +323,14 @@ class RunConfig:
         for name in chosen:
             dataset.modality(name)  # raises KeyError naming the missing modality
         return registry.model_modalities(self.model.variant, chosen)
+
+    def split(self, dataset, mode: str):
+        """The `Split` of `dataset` in `mode` under `data.protocol` (with the cold items of
+        `data.cold_fraction` and `data.cold_seed` for `cold-items`)."""
+        cold = None
+        if self.data.protocol == "cold-items":
+            cold = cold_item_set(dataset.num_items, self.data.cold_fraction, self.data.cold_seed)
+        return make_split(dataset.interactions, self.data.protocol, mode, cold_items=cold)
 
     def model_config(self, dataset) -> ModelConfig:
         """The `ModelConfig` of this run on `dataset` (its catalogue and chosen modalities)."""

@@ -106,7 +106,7 @@ class CandidateSampler:
     def loss(self, h, targets, weights, item_logits):
         """The sampled softmax loss of `h` `(M, d)` at M real positions with `targets` and `weights` `(M,)`."""
         negatives = self.sample(targets)
-        logits = sampled_logits(h, targets, negatives, item_logits.kernel, item_logits.bias, self.probabilities)
+        logits = sampled_logits(h, targets, negatives, *item_weights(item_logits), self.probabilities)
         return sampled_softmax_loss(logits, weights)
 
     def sample(self, targets):
@@ -119,6 +119,15 @@ class CandidateSampler:
                                                 seed=self.seed_generator), tf.int32)
         draws = keras.random.categorical(self.log_q[None, :], self.num_negatives, seed=self.seed_generator)
         return tf.cast(draws[0], tf.int32)
+
+
+def item_weights(layer):
+    """`(kernel (d, N + 1), bias (N + 1,))` of the item output layer for a training step: an
+    `ItemLogits`' or `TiedItemLogits`' weights, or the vectors `FeatureItemLogits` computes from the
+    items' features (with its ID dropout)."""
+    if hasattr(layer, "item_weights"):
+        return layer.item_weights(training=True)
+    return layer.kernel, layer.bias
 
 
 def sampled_logits(h, targets, negatives, kernel, bias, probabilities):
@@ -169,7 +178,7 @@ class OneNegativeSampler:
 
     def loss(self, h, targets, weights, item_logits):
         """The one-negative BCE of `h` `(M, d)` at M real positions with `targets` and `weights` `(M,)`."""
-        return one_negative_bce_loss(h, targets, self.sample(targets), item_logits.kernel, item_logits.bias, weights)
+        return one_negative_bce_loss(h, targets, self.sample(targets), *item_weights(item_logits), weights)
 
     def sample(self, targets):
         """`(M,)` int32 negatives for the `(M,)` targets: uniform over 1..N without the target."""
@@ -262,11 +271,12 @@ def attach_sampler(model: keras.Model, sampler) -> SampledSoftmaxModel:
     """`model` as a `SampledSoftmaxModel` (the same layers; `model` itself when it is one) that trains
     with `sampler`'s objective (a `CandidateSampler`: sampled softmax; a `OneNegativeSampler`:
     one-negative BCE; `chunked_softmax.ChunkedSoftmax`: the full softmax in chunks). Raises ValueError
-    when the model scores items without one vector per item."""
-    from mfn4rec_tf.layers import has_item_vectors
+    when the model scores items without one vector per item (`ItemLogits`, `TiedItemLogits`, or
+    `FeatureItemLogits` for items from their features)."""
+    from mfn4rec_tf.layers import FeatureItemLogits, has_item_vectors
 
     layer = model.get_layer("item_logits")
-    if not has_item_vectors(layer):
+    if not (has_item_vectors(layer) or type(layer) is FeatureItemLogits):
         raise ValueError(f"This loss needs an `ItemLogits` output layer (one vector per item); {model.name!r} "
                          f"scores items with {type(layer).__name__}.")
     if not isinstance(model, SampledSoftmaxModel):

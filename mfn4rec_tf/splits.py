@@ -13,6 +13,15 @@ Three protocols, each with a `validation` mode (model selection) and a `test` mo
     Validation mode: train on all but the last two, target the second to last; test mode: train on
     all but the last, target the last.
 
+`cold-items` (new items without history, docs/model.md#new-items)
+    A seeded random fraction of the catalogue, the cold items (`cold_item_set`), is treated as
+    items added after training. The split is `leave-one-out`'s with every event of a cold item
+    removed from every model input: the training sequences (so a cold item is never a training
+    input nor a training target, and its ID is never trained) and the evaluation histories. The
+    validation and test targets are leave-one-out's, cold or not: the metrics are reported for the
+    targets that are cold items, those that are warm, and all together (`Split.cold_items`). A user
+    whose history holds only cold items has an empty history left, so is not evaluated (as below).
+
 Targets are de-duplicated (first occurrence kept, order kept). A user with an empty training
 sequence or no target is not evaluated in that mode, but their training sequence is still used for
 fitting. Everything is deterministic: users in sorted order, each user's events by time (ties keep
@@ -26,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PROTOCOLS = ("paper", "user-ratio", "leave-one-out")
+PROTOCOLS = ("paper", "user-ratio", "leave-one-out", "cold-items")
 MODES = ("validation", "test")
 PAPER_CUTS = {"validation": (0.6, 0.8), "test": (0.8, 1.0)}
 
@@ -43,6 +52,8 @@ class Split:
         user_ids: the evaluated users (sorted).
         histories: per evaluated user, the sequence the model reads to rank (their training part).
         targets: per evaluated user, the de-duplicated int32 target items.
+        cold_items: for the `cold-items` protocol, the sorted int32 cold item indices (absent from
+            every training sequence and history); None for the other protocols.
     """
 
     protocol: str
@@ -52,6 +63,7 @@ class Split:
     user_ids: np.ndarray
     histories: list
     targets: list
+    cold_items: np.ndarray | None = None
 
     @property
     def num_train_events(self) -> int:
@@ -65,18 +77,42 @@ class Split:
         )
 
 
-def make_split(interactions: pd.DataFrame, protocol: str, mode: str) -> Split:
+def cold_item_set(num_items: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """The cold items of the `cold-items` protocol: `round(fraction * num_items)` (at least one) item
+    indices of 1..num_items drawn without replacement by `numpy.random.default_rng(seed)`, sorted.
+
+    Raises:
+        ValueError: `fraction` is not in (0, 1), or it leaves no warm item.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"`data.cold_fraction` must be a number in (0, 1). Received: {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`data.cold_seed` must be an integer. Received: {seed!r}")
+    count = max(1, int(round(fraction * num_items)))
+    if count >= num_items:
+        raise ValueError(f"`data.cold_fraction` {fraction} makes all {num_items} items cold; no item is left to train.")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(np.arange(1, num_items + 1), size=count, replace=False)).astype(np.int32)
+
+
+def make_split(interactions: pd.DataFrame, protocol: str, mode: str, cold_items=None) -> Split:
     """Splits (user_id, item_index, timestamp) interactions by `protocol` in `mode`.
 
     Args:
         interactions: one row per event; sorted or not (it is sorted by user, then time, stably).
         protocol: one of `PROTOCOLS`.
         mode: `"validation"` or `"test"`.
+        cold_items: the cold item indices, for the `cold-items` protocol only (`cold_item_set`).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"`protocol` must be one of {PROTOCOLS}. Received: protocol={protocol!r}")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    if (protocol == "cold-items") != (cold_items is not None):
+        raise ValueError("`cold_items` is needed by the cold-items protocol and only by it. Received: "
+                         f"protocol={protocol!r}, cold_items={'None' if cold_items is None else 'given'}")
+    if cold_items is not None:
+        cold_items = np.unique(np.asarray(cold_items, np.int32))
     users, items, times = _sorted_columns(interactions)
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     bounds = np.r_[starts, len(users)]
@@ -101,9 +137,11 @@ def make_split(interactions: pd.DataFrame, protocol: str, mode: str) -> Split:
                 train, target = seq[:cut_valid], seq[cut_valid:cut_test]
             else:
                 train, target = seq[:cut_test], seq[cut_test:]
-        else:  # leave-one-out
+        else:  # leave-one-out, cold-items
             cut = max(len(seq) - (2 if mode == "validation" else 1), 0)
             train, target = seq[:cut], seq[cut:cut + 1]
+            if cold_items is not None:
+                train = train[~np.isin(train, cold_items)]
         if len(train):
             train_sequences.append(train)
             train_users.append(users[start])
@@ -119,6 +157,7 @@ def make_split(interactions: pd.DataFrame, protocol: str, mode: str) -> Split:
         user_ids=np.asarray(eval_users, dtype=object),
         histories=histories,
         targets=targets,
+        cold_items=cold_items,
     )
 
 

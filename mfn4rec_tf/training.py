@@ -47,10 +47,10 @@ from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
 from mfn4rec_tf.dataset import load_dataset
 from mfn4rec_tf.demo import demo_dataset
+from mfn4rec_tf.layers import set_known_items
 from mfn4rec_tf.model import build_model, load_model, with_output_mode
 from mfn4rec_tf.multi_worker import MultiWorker as _MultiWorker
 from mfn4rec_tf.run_config import RunConfig
-from mfn4rec_tf.splits import make_split
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "recall@20"
@@ -75,13 +75,21 @@ def modality_names(config: RunConfig, dataset):
 def evaluate_split(model, config: RunConfig, dataset, split, names, progress=True, per_user=False):
     """Full-ranking metrics of a "last"-mode model on a split's histories and targets; with
     `per_user`, the pair `(metrics, per-user values)` (`RankingMetrics.per_user_result`, in the
-    order of `split.user_ids`)."""
+    order of `split.user_ids`).
+
+    For a split with cold items (the `cold-items` protocol) the metrics are also reported for the
+    targets that are cold items (keys `cold/...`) and those that are not (`warm/...`)."""
     data = RankingInput(dataset, split.histories, split.targets, modalities=names,
                         batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
     steps = -(-len(split.histories) // config.train.eval_batch_size)
+    groups = None
+    if split.cold_items is not None:
+        cold = np.zeros(dataset.num_items + 1, bool)
+        cold[split.cold_items] = True
+        groups = {"cold": cold, "warm": ~cold}
     return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
                                     progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb,
-                                    per_user=per_user)
+                                    per_user=per_user, target_groups=groups)
 
 
 PER_USER_FILE = "test_per_user.npz"
@@ -125,8 +133,8 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
         names = modality_names(config, dataset)
         config.model_config(dataset)
         protocol = config.data.protocol
-        valid = make_split(dataset.interactions, protocol, "validation")
-        test = make_split(dataset.interactions, protocol, "test")
+        valid = config.split(dataset, "validation")
+        test = config.split(dataset, "test")
         log.info("Data %s\n  %s\n  %s", dataset, valid.summary(), test.summary())
         if not len(valid.user_ids) or not len(test.user_ids):
             raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
@@ -437,7 +445,9 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
     cross-entropy, or BPR's for bpr / vbpr). With `train.loss: sampled` the model trains with the
     sampled softmax (`with_training_loss`), whose sampler reads the targets of `sequences` (the
     training sequences; required then). Weights are drawn from Keras' global seed: seed first for
-    reproducible weights.
+    reproducible weights. With `model.item_representation` `features` or `id+features` the items
+    of `sequences` are the model's known items (`set_known_items`); the others read and score as
+    new items.
     """
     output_mode = "sequence" if config.train.targets == "all" else "last"
     model_config = config.model_config(dataset)
@@ -447,6 +457,8 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
         if modality.presence:
             item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
     model = build_model(model_config, output_mode=output_mode, item_features=item_features)
+    if model_config.item_representation != "id":
+        set_known_items(model, known_items(sequences, dataset.num_items))
     model = with_training_loss(model, config, sequences)
     steps = None
     if config.train.lr_schedule == "warmup_cosine":
@@ -458,6 +470,21 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
         loss={"logits": training_loss(model_config)},
     )
     return model
+
+
+def known_items(sequences, num_items) -> np.ndarray:
+    """`(num_items + 1,)` booleans: the items of the training `sequences` (whose IDs training sees).
+
+    Raises:
+        RunError: `sequences` is None (a features model must know which IDs it trains).
+    """
+    if sequences is None:
+        raise RunError("`model.item_representation` features / id+features needs the training sequences (to "
+                       "know which items' IDs are trained).")
+    known = np.zeros(num_items + 1, bool)
+    for sequence in sequences:
+        known[np.asarray(sequence, np.int64)] = True
+    return known
 
 
 def with_training_loss(model, config: RunConfig, sequences):

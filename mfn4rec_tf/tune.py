@@ -54,7 +54,6 @@ from mfn4rec_tf.cli import read_json as _read_json
 from mfn4rec_tf.run_config import RunConfig, load_config
 from mfn4rec_tf.search_spaces import NAMES as SPACE_NAMES
 from mfn4rec_tf.search_spaces import SearchSpace, load_space
-from mfn4rec_tf.splits import make_split
 
 log = logging.getLogger("mfn4rec_tf.tune")
 
@@ -149,7 +148,7 @@ class MFN4RecHyperModel(keras_tuner.HyperModel):
         if self._data is None:
             dataset = training.open_data(self.base)
             names = training.modality_names(self.base, dataset)
-            split = make_split(dataset.interactions, self.base.data.protocol, "validation")
+            split = self.base.split(dataset, "validation")
             if not len(split.user_ids):
                 raise TuneError(f"The {self.base.data.protocol} protocol leaves no validation user on {dataset.name}.")
             log.info("Data %s\n  %s", dataset, split.summary())

@@ -305,7 +305,8 @@ def test_next_version_reads_integer_names_only(tmp_path):
     assert export.next_version(tmp_path) == 11
 
 
-STUB = types.SimpleNamespace(dataset_info={}, num_items=200, modalities=[], signatures={}, tensorflow_version="")
+STUB = types.SimpleNamespace(dataset_info={}, num_items=200, modalities=[], signatures={}, tensorflow_version="",
+                             added_items=None)
 """What the layout tests export instead of a model: `_write` is replaced there."""
 
 

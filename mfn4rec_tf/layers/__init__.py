@@ -4,6 +4,7 @@ from mfn4rec_tf.layers.differentiated_attention import DifferentiatedAttention
 from mfn4rec_tf.layers.fully_connected import FullyConnected
 from mfn4rec_tf.layers.gated_memory import GatedMemory
 from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
+from mfn4rec_tf.layers.item_features import FeatureItemLogits, ItemIdEmbedding, set_known_items
 from mfn4rec_tf.layers.item_logits import ItemLogits, TiedItemLogits, has_item_vectors
 from mfn4rec_tf.layers.multi_gru import MultiGRU
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
@@ -13,9 +14,11 @@ from mfn4rec_tf.layers.presence import AppendPresence
 __all__ = [
     "AppendPresence",
     "DifferentiatedAttention",
+    "FeatureItemLogits",
     "FullyConnected",
     "GatedMemory",
     "GatedMemoryCell",
+    "ItemIdEmbedding",
     "ItemLogits",
     "LastValidStep",
     "MultiGRU",
@@ -23,4 +26,5 @@ __all__ = [
     "PaddingMask",
     "TiedItemLogits",
     "has_item_vectors",
+    "set_known_items",
 ]
