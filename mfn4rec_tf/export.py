@@ -512,11 +512,6 @@ class ServingGraph:
         self.length_buckets = length_buckets(max_length)
         # One function for every signature, so its XLA executables (one per bucketed shape) are shared.
         self._outputs = tf.function(self._model_outputs, jit_compile=self.xla)
-        # With XLA, `serving_default` (whose k and exclude_seen are fixed) compiles the scoring, the
-        # exclusion and the top-k with the model: one executable per shape instead of an XLA call
-        # followed by several graph ops over (B, N + 1) scores (at 41k items TensorFlow's own top-k
-        # costs about twice XLA's, see benchmarks/RESULTS.md).
-        self._ranked = tf.function(self._ranked_outputs, jit_compile=True) if self.xla else None
         self.num_items = len(item_ids) - 1
         self.max_length = int(max_length)
         self.k = int(k)
@@ -539,8 +534,6 @@ class ServingGraph:
 
     def serving_default(self, history):
         """`recommend` with the export's `k` and `exclude_seen`, so `K` is static."""
-        if self.xla:
-            return self._rank_compiled(history)
         return self._rank(history, self.k, self.exclude_seen)
 
     def recommend(self, history, k, exclude_seen):
@@ -575,41 +568,8 @@ class ServingGraph:
         values, indices = tf.math.top_k(scores[:, 1:], k=k)  # (B, k): index 0 is never a candidate
         return {"item_ids": tf.gather(self.vocabulary, indices + 1), "scores": values, "unknown_ids": unknown}
 
-    def _rank_compiled(self, history):
-        """`_rank` with the export's `k` and `exclude_seen`, scores and top-k inside the XLA call."""
-        import tensorflow as tf
-
-        seen, unknown, ids, rows = self._model_ids(history)
-        # Every known item of each row (for the exclusion and the popularity fallback), padded with
-        # the padding index 0 to the model input's width, or to a power of two when a row has more
-        # known items than `max_length` (a separate executable only for such long histories).
-        seen = seen.to_tensor(default_value=0)  # (B, S)
-        width = tf.shape(seen)[1]
-        width = tf.where(width <= tf.shape(ids)[1], tf.shape(ids)[1], _next_power_of_two(width))
-        seen = tf.pad(seen, [[0, tf.shape(ids)[0] - rows], [0, width - tf.shape(seen)[1]]])
-        values, indices = self._ranked(ids, seen)
-        return {"item_ids": tf.gather(self.vocabulary, indices[:rows] + 1), "scores": values[:rows],
-                "unknown_ids": unknown}
-
-    def _ranked_outputs(self, ids, seen):
-        """Top-`k` scores and item indices (minus one) for the model inputs `ids` (B, T) and the known
-        items `seen` (B, S) of each row, padded with 0 (compiled by XLA, see `_rank_compiled`)."""
-        import tensorflow as tf
-
-        logits = tf.cast(self._model_outputs(ids)["logits"], tf.float32)  # (B, N + 1)
-        has_history = tf.reduce_any(seen > 0, axis=1)  # (B,)
-        scores = tf.where(has_history[:, None], logits, self.popularity[None, :])
-        if self.exclude_seen:
-            # Padding entries (0) land in column 0, which is never a candidate.
-            rows = tf.broadcast_to(tf.range(tf.shape(seen)[0])[:, None], tf.shape(seen))
-            positions = tf.stack([rows, seen], axis=-1)  # (B, S, 2)
-            scores = tf.tensor_scatter_nd_update(
-                scores, positions, tf.fill(tf.shape(seen), tf.constant(EXCLUDED_SCORE, tf.float32)))
-        return tf.math.top_k(scores[:, 1:], k=self.k)
-
-    def _model_ids(self, history):
-        """The known item indices (ragged, `(B, (n))`), the unknown counts, the model input (with XLA
-        padded to a bucketed shape) and the number of real rows."""
+    def _run_model(self, history):
+        """Returns the known item indices (ragged, `(B, (n))`), the unknown counts and the model outputs."""
         import tensorflow as tf
 
         index = tf.cast(self.lookup.lookup(history), tf.int32)  # (B, L), 0 = unknown or ""
@@ -626,11 +586,6 @@ class ServingGraph:
             ids = tf.pad(ids, [[0, target_rows - rows], [0, target_steps - steps]])
         else:
             ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - steps, 0)]])  # at least one step
-        return seen, unknown, ids, rows
-
-    def _run_model(self, history):
-        """Returns the known item indices (ragged, `(B, (n))`), the unknown counts and the model outputs."""
-        seen, unknown, ids, rows = self._model_ids(history)
         outputs = self._outputs(ids)
         return seen, unknown, {key: value[:rows] for key, value in outputs.items()}
 

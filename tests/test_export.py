@@ -487,13 +487,3 @@ def test_xla_export_answers_as_the_plain_one(run, served, histories, tmp_path):
         got = fast.signatures["user_representation"](history=history)["user_representation"].numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         assert got.shape == (len(batch), want.shape[1])
-    # serving_default ranks inside the XLA call: the exclusion of every known item of the history
-    # (rows longer than max_length included), as the plain graph's `recommend` does it
-    excluding = tf.saved_model.load(str(export.export_run(run, "fast-excluding", base=tmp_path, k=K, xla=True,
-                                                          exclude_seen=True)))
-    for batch in (rows, rows[1:2], rows[5:6]):
-        history = tf.constant(batch)
-        want = served.signatures["recommend"](history=history, k=tf.constant(K), exclude_seen=tf.constant(True))
-        got = excluding.signatures["serving_default"](history=history)
-        np.testing.assert_array_equal(got["item_ids"].numpy(), want["item_ids"].numpy())
-        np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-4, atol=1e-5)
