@@ -42,6 +42,8 @@ fed); `some`: every chosen modality, at least one. A tuple of names instead: exa
 FAMILIES = ("mfn4rec", "baseline", "reference")
 """`mfn4rec`: the full model and its ablations (paper Sec. 4.3); `baseline`: the paper's baselines
 (Sec. 4.2) and SASRec; `reference`: non-learned references (popularity)."""
+MFN4REC_FAMILY = FAMILIES[0]
+"""The family of MFN4Rec and its ablations (the models MFN4Rec-only settings apply to)."""
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,7 @@ class RunConfig:
         if train.lr_schedule == "plateau" and train.strategy == "multi-worker":
             raise ValueError("`train.lr_schedule: plateau` runs with `train.strategy` none or mirrored.")
         model = self.model
-        if spec.family != "mfn4rec" and (model.embedding_dropout or model.tie_item_embeddings):
+        if spec.family != registry.MFN4REC_FAMILY and (model.embedding_dropout or model.tie_item_embeddings):
             raise NotApplicable(f"`model.embedding_dropout` and `model.tie_item_embeddings` are MFN4Rec's "
                                 f"settings; {spec.name} does not read them (leave them at 0 and false).")
 

@@ -158,7 +158,8 @@ def test_fixed_keys_are_real_settings_and_the_rest_tunable():
 
 def test_command_errors_start_nothing(small_data, tmp_path, capsys):
     assert _tune(small_data, tmp_path / "a", "nope") == 2
-    assert "neither a shipped space (paper, wide, recipe)" in capsys.readouterr().err
+    shipped = "paper, wide, recipe, sasrec, gru4rec, rnn, multimodal, bpr"
+    assert f"neither a shipped space ({shipped})" in capsys.readouterr().err
     assert _tune(small_data, tmp_path / "b", _space(tmp_path, "model.dropout: {choice: [0.1, 2.0]}")) == 2
     assert "`model.dropout`: value 2.0 is not valid" in capsys.readouterr().err
     assert _tune(small_data, tmp_path / "c", _space(tmp_path, "model.dropout: {choice: [0.1\n")) == 2
