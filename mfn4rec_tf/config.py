@@ -114,6 +114,10 @@ class ModelConfig:
         id_dropout: with `features` or `id+features`, the probability that an item's ID part (its ID
             vector and bias on the output side, its ID embedding on the input side) is replaced by
             the "unknown item" one in a training step, drawn per item of the catalogue. Default 0.5.
+        exclude_unknown_items: with `features` or `id+features`, leave the items whose ID the model
+            does not know (never in its training sequences: e.g. the cold items of the `cold-items`
+            protocol) out of the training softmax, as a catalogue at training time would not have
+            them; False (default) keeps them as negatives. Evaluation and serving score every item.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -136,6 +140,7 @@ class ModelConfig:
     attention_blocks: int = 2
     item_representation: str = "id"
     id_dropout: float = 0.5
+    exclude_unknown_items: bool = False
     seed: int | None = None
 
     def __post_init__(self):
@@ -231,6 +236,12 @@ def check_model_settings(settings, prefix: str = "") -> None:
                          f"`{prefix}output_units` must equal `{prefix}id_embedding_dim`. Received: "
                          f"output_units={settings.output_units}, id_embedding_dim={settings.id_embedding_dim}")
     check_rate(prefix + "id_dropout", settings.id_dropout)
+    if not isinstance(settings.exclude_unknown_items, bool):
+        raise ValueError(f"`{prefix}exclude_unknown_items` must be true or false. "
+                         f"Received: {settings.exclude_unknown_items!r}")
+    if settings.exclude_unknown_items and settings.item_representation == "id":
+        raise ValueError(f"`{prefix}exclude_unknown_items` applies to `{prefix}item_representation` features or "
+                         "id+features (an `id` model knows no items apart from its IDs).")
     if settings.item_representation not in ITEM_REPRESENTATIONS:
         raise ValueError(f"`{prefix}item_representation` must be one of {ITEM_REPRESENTATIONS}. "
                          f"Received: item_representation={settings.item_representation!r}")

@@ -104,6 +104,57 @@ def test_id_dropout_only_in_training():
     assert (unknown | own).all() and 5 < unknown.sum() < 34
 
 
+def test_exclude_unknown_items_leaves_them_out_of_the_training_softmax_only():
+    from mfn4rec_tf.chunked_softmax import chunked_softmax_cross_entropy
+    from mfn4rec_tf.sampled import item_weights
+
+    rng = np.random.default_rng(4)
+    h = rng.normal(size=(3, 5)).astype("float32")
+    targets = np.array([1, 4, 7])
+    known = np.ones(12, bool)
+    known[[2, 5, 9]] = False
+    layers, table = {}, rng.normal(size=(12, 3))
+    for exclude in (False, True):
+        layer = FeatureItemLogits(12, [3], hidden_units=4, use_id=True, id_dropout=0.0, seed=1, tables=[table],
+                                  exclude_unknown=exclude)
+        layer(h)
+        if layers:
+            layer.set_weights(layers[False].get_weights())
+        layer.known.assign(known.astype("float32"))
+        layers[exclude] = layer
+    inference = layers[False](h, training=False).numpy()
+    np.testing.assert_array_equal(layers[True](h, training=False).numpy(), inference)  # serving scores every item
+    trained = layers[True](h, training=True).numpy()
+    assert (trained[:, ~known] <= -1e8).all()  # index 0 (padding) and the unknown items
+    np.testing.assert_allclose(trained[:, known][:, 1:], inference[:, known][:, 1:], rtol=1e-6)
+    # the loss is the softmax over the known items alone (NumPy), by Keras' path and by the chunked one
+    z = inference.astype(np.float64)[:, known][:, 1:]  # the known items 1..N
+    columns = np.flatnonzero(known)[1:]
+    position = np.searchsorted(columns, targets)
+    want = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(3), position])
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(targets, trained)
+    np.testing.assert_allclose(float(keras_loss), want, rtol=1e-5)
+    kernel, bias = item_weights(layers[True])
+    chunked = chunked_softmax_cross_entropy(h, kernel, bias, targets, np.ones(3, "float32"), chunk=5)
+    np.testing.assert_allclose(float(chunked), want, rtol=1e-5)
+    # no gradient reaches the unknown items' ID vectors from the training loss
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(targets, layers[True](h, training=True))
+    grad = tape.gradient(loss, layers[True].kernel).numpy()
+    assert np.abs(grad[:, ~known]).max() == 0.0 and np.abs(grad[:, known]).max() > 0.0
+    config = make_config(item_representation="id+features", exclude_unknown_items=True)
+    model = build_model(config, "last", item_features=_tables(config))
+    assert model.get_layer("item_logits").exclude_unknown
+    with pytest.raises(ValueError, match="exclude_unknown_items"):
+        make_config(item_representation="features", exclude_unknown_items="yes")
+    with pytest.raises(ValueError, match="exclude_unknown_items"):
+        make_config(exclude_unknown_items=True)
+    assert load_config(overrides=["model.item_representation=features",
+                                  "model.exclude_unknown_items=true"]).model.exclude_unknown_items is True
+
+
 def test_unknown_item_reads_the_unknown_vector_and_its_features():
     config = make_config(item_representation="id+features")
     model = build_model(config, "last", item_features=_tables(config))

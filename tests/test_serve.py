@@ -779,7 +779,9 @@ def test_command_serves_and_stops_cleanly_on_sigterm_without_model_code(template
     base = tmp_path / "cli"
     base.mkdir()
     _version(base, 1, templates["rec0"])
-    process, rest_port, grpc_port, log = _serve_process(base, "cli", "--version_label", "stable=1")
+    process, rest_port, grpc_port, log = _serve_process(base, "cli", "--version_label", "stable=1",
+                                                        "--tensorflow_inter_op_parallelism", "-1",
+                                                        "--tensorflow_intra_op_parallelism", "1")
     try:
         ports = _Ports("cli", rest_port, grpc_port)
         rest = predict(ports, {"inputs": {"history": HISTORY}}, "/labels/stable")["outputs"]
@@ -793,6 +795,7 @@ def test_command_serves_and_stops_cleanly_on_sigterm_without_model_code(template
     assert process.returncode == 0, log[-3000:]
     assert f"Received {signal.Signals(signum).name}: stopping" in log
     assert "Loaded version 1 of model cli" in log and "Unloaded version 1 of model cli" in log
+    assert "TensorFlow threads: intra-op 1, inter-op -1" in log  # ops in the request's own thread: same answers
     assert "Stopped serving model cli" in log and "Traceback" not in log
     imported = set(re.findall(r"^import time:.*\|\s+(\S+)\s*$", log, flags=re.MULTILINE))
     assert {"mfn4rec_tf", "tensorflow_serving.apis.predict_pb2", "waitress"} <= imported  # the parse works
@@ -839,10 +842,15 @@ def test_command_line_errors_exit_2(tmp_path, capsys, rec):
         serve.main(["--model_base_path", str(tmp_path / "missing")])
     assert exit_info.value.code == 2 and "error: --model_base_path" in capsys.readouterr().err
     for bad in (["--version_label", "stable"], ["--version_label", "a=b"], ["--port", "70000"],
-                ["--num_versions", "0"], ["--file_system_poll_wait_seconds", "-1"], ["--model_name", "a/b"]):
+                ["--num_versions", "0"], ["--file_system_poll_wait_seconds", "-1"], ["--model_name", "a/b"],
+                ["--tensorflow_intra_op_parallelism", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             serve.main(["--model_base_path", str(tmp_path), *bad])
         assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err, bad
+    # thread flags once TensorFlow has run in this process (the rec fixture's model has): refused, not a traceback
+    with pytest.raises(SystemExit) as exit_info:
+        serve.main(["--model_base_path", str(tmp_path), "--tensorflow_inter_op_parallelism", "3"])
+    assert exit_info.value.code == 2 and "cannot be modified after initialization" in capsys.readouterr().err
     # a port already taken (by the rec fixture's server)
     assert serve.main(["--model_base_path", str(tmp_path), "--rest_api_port", "0", "--port", str(rec.grpc_port)]) == 2
     assert "error: cannot bind the gRPC port" in capsys.readouterr().err

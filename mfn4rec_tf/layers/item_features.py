@@ -25,6 +25,9 @@ from keras import ops
 
 from mfn4rec_tf._checks import check_positive_int, check_rate
 
+UNKNOWN_FLOOR = -1e9
+"""In training with `exclude_unknown`, the logit of an item the model does not know (as the padding's)."""
+
 
 def _check_vocabulary(vocabulary_size):
     size = check_positive_int("vocabulary_size", vocabulary_size)
@@ -131,12 +134,16 @@ class FeatureItemLogits(keras.layers.Layer):
         use_id: whether the item's ID vector and bias are added (`id+features`).
         id_dropout: rate in [0, 1) at which known items lose their ID part in training.
         seed: seed of the dropout draws.
+        exclude_unknown: in training, give the items that are not `known` the padding's floor logit,
+            so they leave the softmax (and the sampled and chunked losses, which read `item_weights`):
+            no step pushes a never-trained item's feature vector down as a negative. Inference
+            scores every item.
         tables: optional list of `(vocabulary_size, width)` arrays, the feature tables' values (not
             serialized: a loaded model gets them from its weights).
     """
 
     def __init__(self, vocabulary_size, feature_dims, hidden_units=50, use_id=True, id_dropout=0.5, seed=None,
-                 tables=None, **kwargs):
+                 tables=None, exclude_unknown=False, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = _check_vocabulary(vocabulary_size)
         if isinstance(feature_dims, (str, bytes)) or not feature_dims:
@@ -146,6 +153,7 @@ class FeatureItemLogits(keras.layers.Layer):
         self.use_id = bool(use_id)
         self.id_dropout = check_rate("id_dropout", id_dropout)
         self.seed = seed
+        self.exclude_unknown = bool(exclude_unknown)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._initial_tables = None
         if tables is not None:
@@ -197,6 +205,9 @@ class FeatureItemLogits(keras.layers.Layer):
             keep = _kept(self, training)
             kernel = kernel + self.kernel * keep[None, :]
             bias = bias + self.bias * keep
+        if training and self.exclude_unknown:
+            known = ops.convert_to_tensor(self.known)
+            bias = ops.where(known > 0, bias, ops.cast(UNKNOWN_FLOOR, bias.dtype))
         return kernel, bias
 
     def call(self, inputs, training=None):
@@ -204,6 +215,8 @@ class FeatureItemLogits(keras.layers.Layer):
         floor = -6e4 if dtype == "float16" else -1e9
         kernel, bias = self.item_weights(training)
         bias = ops.where(ops.equal(ops.arange(self.vocabulary_size), 0), ops.cast(floor, bias.dtype), bias)
+        if dtype == "float16":  # the unknown items' float32 floor would overflow float16
+            bias = ops.maximum(bias, ops.cast(floor, bias.dtype))
         return ops.matmul(inputs, ops.cast(kernel, dtype)) + ops.cast(bias, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -227,7 +240,7 @@ class FeatureItemLogits(keras.layers.Layer):
         config = super().get_config()
         config.update({"vocabulary_size": self.vocabulary_size, "feature_dims": list(self.feature_dims),
                        "hidden_units": self.hidden_units, "use_id": self.use_id, "id_dropout": self.id_dropout,
-                       "seed": self.seed})
+                       "seed": self.seed, "exclude_unknown": self.exclude_unknown})
         return config
 
 

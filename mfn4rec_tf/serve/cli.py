@@ -112,6 +112,15 @@ def build_parser():
                       help="seconds between checks of the two timeouts (default: %(default)s)")
     rest.add_argument("--rest_backlog", type=_positive_int, default=1024,
                       help="listen backlog: connections the kernel queues (default: %(default)s)")
+    threads = parser.add_argument_group(
+        "TensorFlow threads", "as TF Serving's flags of the same names; set before any model is loaded")
+    threads.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                         help="threads one op may use (matrix products, top-k); 0: TensorFlow picks "
+                              "(default: %(default)s)")
+    threads.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                         help="threads that run a request's independent ops; 0: TensorFlow picks; negative: every "
+                              "op runs in the thread of its request, no hand-off to a pool (see README, Serving "
+                              "latency; default: %(default)s)")
     batching = parser.add_argument_group(
         "batching", "concurrent requests to one signature run as one model call: a request that finds the "
         "signature idle runs at once; those arriving meanwhile share the next call (no batch timeout)")
@@ -122,6 +131,20 @@ def build_parser():
                           help="merge requests whose inputs differ in later dimensions, padding strings with \"\" "
                                "and numbers with 0 (right for this package's exports; default: off)")
     return parser
+
+
+def _set_threads(intra, inter):
+    """TensorFlow's thread pools, as `--tensorflow_{intra,inter}_op_parallelism` say (0 leaves TensorFlow's
+    choice). They can only be set before TensorFlow runs its first op, which is why this comes first."""
+    if not intra and not inter:
+        return
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    LOG.info("TensorFlow threads: intra-op %s, inter-op %s", intra or "auto", inter or "auto")
 
 
 def main(argv=None) -> int:
@@ -136,7 +159,13 @@ def main(argv=None) -> int:
     labels = dict(args.version_label)
     if len(labels) != len(args.version_label):
         parser.error("--version_label: a label is given twice")
+    if args.tensorflow_intra_op_parallelism < 0:
+        parser.error("--tensorflow_intra_op_parallelism must be 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        _set_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
+    except RuntimeError as error:  # TensorFlow already ran in this process (main called from other code)
+        parser.error(f"--tensorflow_*_op_parallelism: {error}")
 
     stop = threading.Event()
     received = []
