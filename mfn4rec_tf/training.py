@@ -464,12 +464,24 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
     if config.train.lr_schedule == "warmup_cosine":
         if sequences is None:
             raise RunError("`train.lr_schedule: warmup_cosine` needs the training sequences (for its length in steps).")
-        steps = optim.steps_per_epoch(config.train, sum(len(s) > 1 for s in sequences))
+        steps = optim.steps_per_epoch(config.train, training_example_count(sequences, config.data))
     model.compile(
         optimizer=optim.make_optimizer(config.train, steps),
         loss={"logits": training_loss(model_config)},
     )
     return model
+
+
+def training_example_count(sequences, data) -> int:
+    """The training examples of an epoch over `sequences` under `data` (a `DataSection`): one per
+    sequence of two or more items, or with `train_windows: sliding` its windows, `ceil((L - 1) / stride)`
+    for a sequence of L items (as many as `mfn4rec_tf.data.training_windows` cuts)."""
+    lengths = np.asarray([len(s) for s in sequences], np.int64)
+    lengths = lengths[lengths > 1]
+    if data.train_windows != "sliding":
+        return int(len(lengths))
+    stride = data.window_stride or data.max_length
+    return int((-(-(lengths - 1) // stride)).sum())
 
 
 def known_items(sequences, num_items) -> np.ndarray:

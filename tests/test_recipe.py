@@ -269,3 +269,18 @@ def test_plateau_schedule_resumes_where_it_stopped(small_data, tmp_path, monkeyp
     for split in ("valid", "test"):
         for key, value in reference[split].items():
             assert resumed[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+
+
+@pytest.mark.parametrize("windows, stride", [("last", None), ("sliding", None), ("sliding", 1), ("sliding", 3)])
+def test_cosine_schedule_counts_the_steps_an_epoch_really_has(windows, stride):
+    from mfn4rec_tf.data import training_windows
+    from mfn4rec_tf.run_config import DataSection
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 50, size=n) for n in (1, 2, 5, 9, 10, 11, 23, 40)]
+    data = DataSection(max_length=10, train_windows=windows, window_stride=stride)
+    count = training.training_example_count(sequences, data)
+    if windows == "last":
+        assert count == 7  # the sequence of one item gives nothing
+    else:
+        assert count == training_windows(sequences, 10, stride)[3]["examples"] > 7
