@@ -1,7 +1,7 @@
 """Our SASRec against RecBole's on the same leave-one-out split: test Recall@20 and NDCG@20 side by side.
 
     python benchmarks/recbole_sasrec.py [--data /work/shared/data/amazon2014-beauty] [--users N] [--epochs 5]
-        [--patience 2] [--work runs/recbole-sasrec]
+        [--patience 2] [--dropout 0.5] [--ours-windows last|prefix] [--work runs/recbole-sasrec]
 
 Not a test (CI does not run it). What it does:
 
@@ -22,6 +22,11 @@ Not a test (CI does not run it). What it does:
    with beta_2 0.999, RecBole's, instead of the preset's 0.98), epoch budget and patience on
    validation Recall@20, leave-one-out (last item test, second-to-last validation), full ranking
    with the user's history excluded (RecBole always masks it; ours with `--exclude-history`).
+   `--dropout` sets every dropout rate of both (ours: `model.dropout`; RecBole: hidden and
+   attention dropout). `--ours-windows prefix` trains ours on RecBole's examples: one window per
+   target with up to 50 items of history, only its last position trained (`data.train_windows:
+   sliding`, `data.window_stride: 1`, with the chunked full softmax, which skips the context
+   positions); `last` (default) is the preset's: every position of each sequence's last 50 items.
 4. Prints test Recall@20 / NDCG@20 of both and ours / RecBole's. The two train at the same time
    (their seconds are each other's competition, not a speed comparison). Finished runs in `--work`
    are reused.
@@ -97,13 +102,21 @@ def prepare(data: Path, work: Path, users: int | None) -> tuple[Path, Path]:
     return dataset_dir, folder
 
 
-def run_ours(dataset_dir: Path, work: Path, epochs: int, patience: int) -> dict:
-    out = work / "ours"
+def tag(dropout: float, windows: str = "") -> str:
+    """The folder suffix of a configuration's runs (`work/ours-<tag>`, `work/recbole-<tag>.json`)."""
+    return f"d{dropout:g}" + (f"-{windows}" if windows else "")
+
+
+def run_ours(dataset_dir: Path, work: Path, epochs: int, patience: int, dropout: float, windows: str) -> dict:
+    out = work / f"ours-{tag(dropout, windows)}"
     if not (out / "metrics.json").exists():
         started = time.perf_counter()
+        extra = ["--set", "data.train_windows=sliding", "--set", "data.window_stride=1",
+                 "--softmax-chunk", "4096"] if windows == "prefix" else []
         subprocess.run([sys.executable, "-m", "mfn4rec_tf.fit", "--model", "sasrec", "--data", str(dataset_dir),
                         "--protocol", "leave-one-out", "--epochs", str(epochs), "--patience", str(patience),
-                        "--exclude-history", "--set", "train.adam_beta_2=0.999", "--out", str(out)],
+                        "--exclude-history", "--set", "train.adam_beta_2=0.999", "--set", f"model.dropout={dropout}",
+                        *extra, "--out", str(out)],
                        check=True, cwd=ROOT)
         (out / "seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
     test = json.loads((out / "metrics.json").read_text())["test"]
@@ -114,21 +127,22 @@ def run_ours(dataset_dir: Path, work: Path, epochs: int, patience: int) -> dict:
             "seconds": float((out / "seconds.txt").read_text()) if (out / "seconds.txt").exists() else None}
 
 
-def start_recbole(work: Path, epochs: int, patience: int):
+def start_recbole(work: Path, epochs: int, patience: int, dropout: float):
     """RecBole's run in its venv, in the background (None when its result is already there)."""
-    if (work / "recbole_result.json").exists():
+    if (work / f"recbole-{tag(dropout)}.json").exists():
         return None
     return subprocess.Popen([str(venv_python()), str(Path(__file__).resolve()), "--recbole-worker", "--work", str(work),
-                             "--epochs", str(epochs), "--patience", str(patience)], cwd=work)  # its log/ there
+                             "--epochs", str(epochs), "--patience", str(patience), "--dropout", str(dropout)],
+                            cwd=work)  # its log/ there
 
 
-def recbole_result(process, work: Path) -> dict:
+def recbole_result(process, work: Path, dropout: float) -> dict:
     if process is not None and process.wait():
         raise SystemExit(f"RecBole's run failed (exit status {process.returncode}); its log is in {work / 'log'}")
-    return json.loads((work / "recbole_result.json").read_text())
+    return json.loads((work / f"recbole-{tag(dropout)}.json").read_text())
 
 
-def recbole_worker(work: Path, epochs: int, patience: int):
+def recbole_worker(work: Path, epochs: int, patience: int, dropout: float):
     """Runs inside the RecBole venv: builds config, dataset, model and trainer directly (not quick_start)."""
     import torch
 
@@ -147,7 +161,7 @@ def recbole_worker(work: Path, epochs: int, patience: int):
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "MAX_ITEM_LIST_LENGTH": SIZES["max_length"],
         "hidden_size": SIZES["d"], "inner_size": SIZES["d"], "n_layers": SIZES["blocks"], "n_heads": SIZES["heads"],
-        "hidden_dropout_prob": SIZES["dropout"], "attn_dropout_prob": SIZES["dropout"], "hidden_act": "relu",
+        "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout, "hidden_act": "relu",
         "loss_type": "CE", "train_neg_sample_args": None,
         "learning_rate": SIZES["lr"], "train_batch_size": SIZES["batch"], "eval_batch_size": 512,
         "epochs": epochs, "stopping_step": patience, "eval_step": 1,
@@ -169,7 +183,7 @@ def recbole_worker(work: Path, epochs: int, patience: int):
     record = {"recall@20": float(test["recall@20"]), "ndcg@20": float(test["ndcg@20"]),
               "valid_recall@20": float(best_valid), "users": int(dataset.user_num - 1),
               "seconds": round(time.perf_counter() - started)}
-    (work / "recbole_result.json").write_text(json.dumps(record, indent=2) + "\n")
+    (work / f"recbole-{tag(dropout)}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main(argv=None):
@@ -179,27 +193,33 @@ def main(argv=None):
     parser.add_argument("--users", type=int, default=None, help="only the first N users (sorted ids) [default: all]")
     parser.add_argument("--epochs", type=int, default=5, help="epoch budget of both (the same)")
     parser.add_argument("--patience", type=int, default=2, help="early stopping of both on validation Recall@20")
+    parser.add_argument("--dropout", type=float, default=SIZES["dropout"],
+                        help="every dropout rate of both models [default: %(default)s, SASRec's for sparse data]")
+    parser.add_argument("--ours-windows", choices=("last", "prefix"), default="last",
+                        help="ours on each sequence's last 50 items (the preset) or on RecBole's prefixes")
     parser.add_argument("--recbole-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
     if args.recbole_worker:
-        return recbole_worker(args.work, args.epochs, args.patience)
+        return recbole_worker(args.work, args.epochs, args.patience, args.dropout)
     args.work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     dataset_dir, folder = prepare(args.data.resolve(), args.work, args.users)
-    process = start_recbole(args.work, args.epochs, args.patience)  # both train at once, each on its share
-    ours = run_ours(dataset_dir, args.work, args.epochs, args.patience)
-    recbole = recbole_result(process, args.work)
+    process = start_recbole(args.work, args.epochs, args.patience, args.dropout)  # both train at once
+    ours = run_ours(dataset_dir, args.work, args.epochs, args.patience, args.dropout, args.ours_windows)
+    recbole = recbole_result(process, args.work, args.dropout)
     sample = "" if args.users is None else f" (first {args.users} users)"
     print(f"\nSASRec on {args.data.name}{sample}, leave-one-out, full ranking (history excluded), budget "
-          f"{args.epochs} epochs, patience {args.patience}:")
+          f"{args.epochs} epochs, patience {args.patience}, dropout {args.dropout:g}, ours on "
+          f"{'prefixes' if args.ours_windows == 'prefix' else 'whole sequences'}:")
     print(f"{'':10s} {'Recall@20':>10s} {'NDCG@20':>10s} {'seconds':>8s}")
     for name, row in (("RecBole", recbole), ("ours", ours)):
         print(f"{name:10s} {row['recall@20']:10.4f} {row['ndcg@20']:10.4f} {row.get('seconds') or 0:8.0f}")
     ratios = {key: ours[key] / recbole[key] for key in ("recall@20", "ndcg@20")}
     print(f"{'ours/RB':10s} {ratios['recall@20']:10.3f} {ratios['ndcg@20']:10.3f}")
-    (args.work / "comparison.json").write_text(json.dumps({"recbole": recbole, "ours": ours, "ratio": ratios},
-                                                          indent=2) + "\n")
+    record = {"recbole": recbole, "ours": ours, "ratio": ratios}
+    (args.work / f"comparison-{tag(args.dropout, args.ours_windows)}.json").write_text(
+        json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

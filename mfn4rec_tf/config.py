@@ -118,6 +118,10 @@ class ModelConfig:
             does not know (never in its training sequences: e.g. the cold items of the `cold-items`
             protocol) out of the training softmax, as a catalogue at training time would not have
             them; False (default) keeps them as negatives. Evaluation and serving score every item.
+        id_inference_scale: with `id+features`, the weight of the ID part (vector and bias) when items
+            are scored outside training, in [0, 1]. Default 1.0 (the ID part as trained). `1 - id_dropout`
+            is dropout's classic weight-scaling rule (the training-time expectation of the ID part);
+            lower values move new items, scored from their features alone, up the ranking.
         seed: seed of the dropout generators (weights are seeded with `keras.utils.set_random_seed`).
     """
 
@@ -141,6 +145,7 @@ class ModelConfig:
     item_representation: str = "id"
     id_dropout: float = 0.5
     exclude_unknown_items: bool = False
+    id_inference_scale: float = 1.0
     seed: int | None = None
 
     def __post_init__(self):
@@ -239,6 +244,13 @@ def check_model_settings(settings, prefix: str = "") -> None:
     if not isinstance(settings.exclude_unknown_items, bool):
         raise ValueError(f"`{prefix}exclude_unknown_items` must be true or false. "
                          f"Received: {settings.exclude_unknown_items!r}")
+    if isinstance(settings.id_inference_scale, bool) or not isinstance(settings.id_inference_scale, (int, float)) \
+            or not 0.0 <= settings.id_inference_scale <= 1.0:
+        raise ValueError(f"`{prefix}id_inference_scale` must be a number in [0, 1]. "
+                         f"Received: {settings.id_inference_scale!r}")
+    if settings.id_inference_scale != 1.0 and settings.item_representation != "id+features":
+        raise ValueError(f"`{prefix}id_inference_scale` weighs the ID part of `{prefix}item_representation: "
+                         f"id+features`; it has no effect on {settings.item_representation!r}.")
     if settings.exclude_unknown_items and settings.item_representation == "id":
         raise ValueError(f"`{prefix}exclude_unknown_items` applies to `{prefix}item_representation` features or "
                          "id+features (an `id` model knows no items apart from its IDs).")

@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("test", "valid"), default="test", help="which split (default: test)")
     parser.add_argument("--exclude-history", action=argparse.BooleanOptionalAction, default=None,
                         help="override the run's train.exclude_history")
+    parser.add_argument("--id-inference-scale", type=float, metavar="S",
+                        help="id+features models: weigh the items' ID part by S in [0, 1] (see README, New items)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -46,6 +48,10 @@ def main(argv=None) -> int:
             raise RunError(f"{file} does not exist: the run has not finished that phase (resume it with "
                            f"python -m mfn4rec_tf.fit --out {run} --resume and the same options).")
         model = with_output_mode(load_model(file), "last")
+        if args.id_inference_scale is not None:
+            from mfn4rec_tf.layers import set_id_inference_scale
+
+            set_id_inference_scale(model, args.id_inference_scale)
         result = evaluate_split(model, config, dataset, split, names, progress=not args.json)
     except cli.USER_ERRORS as error:
         return cli.fail(error)

@@ -100,7 +100,7 @@ class ExportError(ValueError):
 
 
 def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_seen=None, xla=False,
-               add_items=None) -> Path:
+               add_items=None, id_inference_scale=None) -> Path:
     """Exports the final model of a training run as version `version` of model `name` under `base`.
 
     Everything is checked (run, name, version, k, data, model) before anything is written. See the
@@ -123,6 +123,9 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         add_items: a dataset directory or a `.parquet` file of new items to add to the served
             catalogue (see the module docstring); the run's model must have `item_representation`
             `features` or `id+features`. Default `None`: the run's catalogue as it is.
+        id_inference_scale: for an `id+features` run, the weight of the items' ID part in the served
+            scores, in [0, 1] (`model.id_inference_scale`; lower favours new items). Default `None`:
+            the run's.
 
     Returns:
         The version directory written, `base/name/<version>`.
@@ -156,6 +159,14 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         _check_version_free(target, version)
     if exclude_seen is None:
         exclude_seen = bool(config.train.exclude_history)
+    if id_inference_scale is not None:
+        import dataclasses
+
+        try:
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                           id_inference_scale=id_inference_scale))
+        except ValueError as error:
+            raise ExportError(f"--id-inference-scale: {error}") from None
 
     started = time.perf_counter()
     export = _prepare_export(run_dir, config, k, exclude_seen, bool(xla), add_items)
@@ -170,6 +181,7 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         "added_items": export.added_items,
         "k": k,
         "exclude_seen": exclude_seen,
+        "id_inference_scale": config.model.id_inference_scale,
         "xla": bool(xla),
         "max_length": config.data.max_length,
         "modalities": export.modalities,
@@ -337,6 +349,10 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False, add_items=None)
         raise ExportError(f"The model of {run_dir} takes the inputs {sorted(model_inputs or [])}, but its "
                           f"config.yaml on {dataset.name!r} gives {sorted(expected)}.")
 
+    if config.model.id_inference_scale != 1.0:  # an export's choice, or the run's own
+        from mfn4rec_tf.layers import set_id_inference_scale
+
+        set_id_inference_scale(ranker, config.model.id_inference_scale)
     if new is not None:
         ranker = _grown_model(ranker, config, dataset, num_items, features, presence)
         log.info("Added %d new items from %s (scored from their features).", len(new["ids"]), add_items)
@@ -747,6 +763,9 @@ def parse_args(argv=None):
                         help="serve items added after training, scored from their features: a dataset directory "
                              "(all its items new) or a .parquet file (item_id + one vector column per modality); "
                              "the run's model.item_representation must be features or id+features")
+    parser.add_argument("--id-inference-scale", type=float, metavar="S",
+                        help="id+features runs: weigh the items' ID part by S in [0, 1] in the served scores; "
+                             "lower favours new items (default: the run's model.id_inference_scale)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="serving_default never recommends items of the user's history "
                              "(default: the run's train.exclude_history)")
@@ -761,7 +780,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         path = export_run(args.run, args.name, base=args.base, version=args.version, k=args.k,
-                          exclude_seen=args.exclude_seen, xla=args.xla, add_items=args.add_items)
+                          exclude_seen=args.exclude_seen, xla=args.xla, add_items=args.add_items,
+                          id_inference_scale=args.id_inference_scale)
     except (*cli.USER_ERRORS, OSError) as error:
         # ExportError, DatasetError are ValueErrors; OSError: --base unwritable
         return cli.fail(error)

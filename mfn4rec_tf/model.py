@@ -161,7 +161,7 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
         logits_layer = FeatureItemLogits(
             config.vocabulary_size, _feature_dims(config), hidden_units=config.fc_hidden_units,
             use_id=config.item_representation == "id+features", id_dropout=config.id_dropout,
-            exclude_unknown=config.exclude_unknown_items,
+            exclude_unknown=config.exclude_unknown_items, id_inference_scale=config.id_inference_scale,
             seed=None if config.seed is None else config.seed + 300, tables=_feature_tables(config, item_features),
             name="item_logits",
         )

@@ -155,6 +155,36 @@ def test_exclude_unknown_items_leaves_them_out_of_the_training_softmax_only():
                                   "model.exclude_unknown_items=true"]).model.exclude_unknown_items is True
 
 
+def test_id_inference_scale_weighs_the_id_part_outside_training_only():
+    h = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
+    table = np.random.default_rng(0).normal(size=(40, 3))
+    known = np.ones(40)
+    known[[3, 8]] = 0.0
+    layers = []
+    for scale in (1.0, 0.5):
+        layer = FeatureItemLogits(40, [3], hidden_units=4, use_id=True, id_dropout=0.0, seed=1, tables=[table],
+                                  id_inference_scale=scale)
+        layer(h)
+        if layers:
+            layer.set_weights(layers[0].get_weights())
+        layer.bias.assign(np.random.default_rng(2).normal(size=40).astype("float32"))
+        layer.known.assign(known.astype("float32"))
+        layers.append(layer)
+    want = _encoder_reference(layers[1], [table], h.astype(np.float64), 0.5 * known)
+    np.testing.assert_allclose(layers[1](h, training=False).numpy()[:, 1:], want[:, 1:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layers[1](h, training=True).numpy(), layers[0](h, training=True).numpy(), rtol=1e-6)
+    assert not np.allclose(layers[1](h).numpy(), layers[0](h).numpy())
+    restored = FeatureItemLogits.from_config(layers[1].get_config())
+    assert restored.id_inference_scale == 0.5
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="id_inference_scale"):
+            FeatureItemLogits(40, [3], id_inference_scale=bad)
+    with pytest.raises(ValueError, match="id_inference_scale"):
+        make_config(item_representation="features", id_inference_scale=0.5)  # no ID part to weigh
+    config = make_config(item_representation="id+features", id_inference_scale=0.5)
+    assert build_model(config, "last", item_features=_tables(config)).get_layer("item_logits").id_inference_scale == 0.5
+
+
 def test_unknown_item_reads_the_unknown_vector_and_its_features():
     config = make_config(item_representation="id+features")
     model = build_model(config, "last", item_features=_tables(config))
@@ -363,3 +393,48 @@ def test_cold_items_run_and_export_with_new_items(tmp_path, capsys):
     assert read["unknown_ids"].numpy().tolist() == [0]  # a new item in a history is read, not skipped
     fallback = loaded["serving_default"](history=tf.constant([[""]]))  # no known item: the popularity list
     assert not np.allclose(read["scores"].numpy(), fallback["scores"].numpy())  # the model ran on it
+
+
+@pytest.mark.slow
+def test_id_inference_scale_in_evaluate_and_export(tmp_path, capsys):
+    """An id+features run evaluated and served with its ID part weighed by S: the served scores are the
+    Keras model's with that scale, the metadata says S, and a bad S or an id-less run is refused."""
+    from mfn4rec_tf import evaluate
+    from mfn4rec_tf.layers import set_id_inference_scale
+    from mfn4rec_tf.model import load_model, with_output_mode
+
+    data = _written(tmp_path, "small", num_users=200, num_items=120)
+    run = tmp_path / "run"
+    assert fit.main(["--data", str(data), "--out", str(run), "--protocol", "cold-items", "--set",
+                     "data.cold_fraction=0.2", "--set", "model.item_representation=id+features", *TINY]) == 0
+    capsys.readouterr()
+    results = {}
+    for scale in ("1.0", "0.0"):
+        assert evaluate.main(["--run", str(run), "--json", "--id-inference-scale", scale]) == 0
+        results[scale] = json.loads(capsys.readouterr().out)
+    assert results["1.0"] == json.loads((run / "metrics.json").read_text())["test"]  # 1.0 is the run itself
+    assert evaluate.main(["--run", str(run), "--id-inference-scale", "1.5"]) == 2
+    assert "id_inference_scale" in capsys.readouterr().err
+
+    path = export.export_run(run, "scaled", base=tmp_path / "served", k=5, id_inference_scale=0.25)
+    assert json.loads((path / export.METADATA).read_text())["id_inference_scale"] == 0.25
+    import tensorflow as tf
+
+    dataset = load_dataset(data)
+    history = load_config(run / "config.yaml").split(dataset, "test").histories[0][-6:]
+    raw = dataset.item_ids()
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](
+        history=tf.constant([[str(raw[i]) for i in history]]))
+    model = with_output_mode(load_model(run / "model.keras"), "last")
+    set_id_inference_scale(model, 0.25)
+    inputs = {"item_ids": np.asarray([history], "int32")}
+    for name in ("image", "text"):
+        inputs[name] = np.asarray(dataset.features(name))[inputs["item_ids"]]
+    if "image_present" in model.input:
+        inputs["image_present"] = np.asarray(dataset.presence("image"), "float32")[inputs["item_ids"]]
+    logits = model(inputs)["logits"].numpy()[0]
+    logits[history] = -np.inf  # the export leaves the history out
+    logits[0] = -np.inf
+    np.testing.assert_allclose(served["scores"].numpy()[0], np.sort(logits)[::-1][:5], rtol=1e-4, atol=1e-4)
+    with pytest.raises(export.ExportError, match="id-inference-scale"):
+        export.export_run(run, "bad", base=tmp_path / "served", id_inference_scale=2.0)

@@ -4,7 +4,12 @@ from mfn4rec_tf.layers.differentiated_attention import DifferentiatedAttention
 from mfn4rec_tf.layers.fully_connected import FullyConnected
 from mfn4rec_tf.layers.gated_memory import GatedMemory
 from mfn4rec_tf.layers.gated_memory_cell import GatedMemoryCell
-from mfn4rec_tf.layers.item_features import FeatureItemLogits, ItemIdEmbedding, set_known_items
+from mfn4rec_tf.layers.item_features import (
+    FeatureItemLogits,
+    ItemIdEmbedding,
+    set_id_inference_scale,
+    set_known_items,
+)
 from mfn4rec_tf.layers.item_logits import ItemLogits, TiedItemLogits, has_item_vectors
 from mfn4rec_tf.layers.multi_gru import MultiGRU
 from mfn4rec_tf.layers.multi_view_fusion import MultiViewFusion
@@ -26,5 +31,6 @@ __all__ = [
     "PaddingMask",
     "TiedItemLogits",
     "has_item_vectors",
+    "set_id_inference_scale",
     "set_known_items",
 ]

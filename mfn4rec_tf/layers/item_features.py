@@ -138,12 +138,14 @@ class FeatureItemLogits(keras.layers.Layer):
             so they leave the softmax (and the sampled and chunked losses, which read `item_weights`):
             no step pushes a never-trained item's feature vector down as a negative. Inference
             scores every item.
+        id_inference_scale: the weight of the ID part outside training (`use_id` only), in [0, 1];
+            1.0 (default) as trained, `1 - id_dropout` dropout's weight-scaling rule.
         tables: optional list of `(vocabulary_size, width)` arrays, the feature tables' values (not
             serialized: a loaded model gets them from its weights).
     """
 
     def __init__(self, vocabulary_size, feature_dims, hidden_units=50, use_id=True, id_dropout=0.5, seed=None,
-                 tables=None, exclude_unknown=False, **kwargs):
+                 tables=None, exclude_unknown=False, id_inference_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = _check_vocabulary(vocabulary_size)
         if isinstance(feature_dims, (str, bytes)) or not feature_dims:
@@ -154,6 +156,10 @@ class FeatureItemLogits(keras.layers.Layer):
         self.id_dropout = check_rate("id_dropout", id_dropout)
         self.seed = seed
         self.exclude_unknown = bool(exclude_unknown)
+        if isinstance(id_inference_scale, bool) or not isinstance(id_inference_scale, (int, float)) or not (
+                0.0 <= id_inference_scale <= 1.0):
+            raise ValueError(f"`id_inference_scale` must be a number in [0, 1]. Received: {id_inference_scale!r}")
+        self.id_inference_scale = float(id_inference_scale)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._initial_tables = None
         if tables is not None:
@@ -203,6 +209,8 @@ class FeatureItemLogits(keras.layers.Layer):
         kernel = ops.transpose(vectors)  # (units, V)
         if self.use_id:
             keep = _kept(self, training)
+            if not training and self.id_inference_scale != 1.0:
+                keep = keep * self.id_inference_scale
             kernel = kernel + self.kernel * keep[None, :]
             bias = bias + self.bias * keep
         if training and self.exclude_unknown:
@@ -240,8 +248,26 @@ class FeatureItemLogits(keras.layers.Layer):
         config = super().get_config()
         config.update({"vocabulary_size": self.vocabulary_size, "feature_dims": list(self.feature_dims),
                        "hidden_units": self.hidden_units, "use_id": self.use_id, "id_dropout": self.id_dropout,
-                       "seed": self.seed, "exclude_unknown": self.exclude_unknown})
+                       "seed": self.seed, "exclude_unknown": self.exclude_unknown,
+                       "id_inference_scale": self.id_inference_scale})
         return config
+
+
+def set_id_inference_scale(model, scale) -> None:
+    """Sets the `id_inference_scale` of an `id+features` model's `FeatureItemLogits` (read when the model
+    is next traced: set it before evaluating or exporting).
+
+    Raises:
+        ValueError: `scale` is not in [0, 1], or the model has no item layer with an ID part.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, FeatureItemLogits) and layer.use_id]
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no ID part to weigh: `id_inference_scale` applies to "
+                         "`item_representation: id+features`.")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
+        raise ValueError(f"`id_inference_scale` must be a number in [0, 1]. Received: {scale!r}")
+    for layer in layers:
+        layer.id_inference_scale = float(scale)
 
 
 def set_known_items(model, known) -> None:
