@@ -33,10 +33,12 @@ Not a test (CI does not run it). What it does:
 
 Known differences that remain (the architectures as each library defines SASRec): RecBole's SASRec
 is a post-LN transformer (LayerNorm and dropout on the embedding sum, no sqrt(d) scale, GELU or ReLU
-FFN of `inner_size`, N(0, 0.02) initialisation), ours is the paper's reference code (pre-LN on the
-query, final LN, sqrt(d) scale, Glorot initialisation). RecBole trains one example per prefix
-(about 7 times more optimizer steps per epoch on Beauty), ours every position of a sequence at once:
-both see each (prefix, next item) pair once per epoch.
+FFN of `inner_size`, N(0, 0.02) initialisation, no dropout between the FFN's two layers), ours is
+the paper's reference code (pre-LN on the query, final LN, sqrt(d) scale, Glorot initialisation,
+dropout after both FFN layers), so one dropout rate drops more in ours. Measured (benchmarks/RESULTS.md,
+"SASRec against RecBole's SASRec"): at dropout 0.5 ours reaches about half of RecBole's Recall@20
+after 5 epochs; at 0.2 on RecBole's prefixes the two learn alike (validation curves within a few
+percent, test Recall@20 ratio 1.015).
 """
 
 from __future__ import annotations
