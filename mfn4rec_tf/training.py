@@ -136,6 +136,7 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
         valid = config.split(dataset, "validation")
         test = config.split(dataset, "test")
         log.info("Data %s\n  %s\n  %s", dataset, valid.summary(), test.summary())
+        _warn_context_logits(config)
         if not len(valid.user_ids) or not len(test.user_ids):
             raise RunError(f"The {protocol} protocol leaves no user to evaluate on {dataset.name} "
                            f"(validation {len(valid.user_ids)}, test {len(test.user_ids)}).")
@@ -470,6 +471,23 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
         loss={"logits": training_loss(model_config)},
     )
     return model
+
+
+def _warn_context_logits(config) -> bool:
+    """Logs (and returns True) when sliding windows with a small stride train through Keras' full softmax,
+    which scores every item at every position of a window, the context positions (weight 0) included;
+    the chunked full softmax (`train.softmax_chunk`) computes the same loss at the trained positions only."""
+    data, train = config.data, config.train
+    if data.train_windows != "sliding" or train.loss != "full" or train.softmax_chunk or train.strategy != "none":
+        return False
+    stride = data.window_stride or data.max_length
+    if registry.get(config.model.variant).sampled_loss is not True or 2 * stride > data.max_length:
+        return False
+    log.warning("data.train_windows: sliding with window_stride %d: Keras' full softmax scores every item at all "
+                "(up to %d) positions of each window, of which at most %d are trained; --softmax-chunk 4096 "
+                "(train.softmax_chunk) gives the same loss computed at the trained positions only.", stride,
+                data.max_length, stride)
+    return True
 
 
 def training_example_count(sequences, data) -> int:

@@ -284,3 +284,20 @@ def test_cosine_schedule_counts_the_steps_an_epoch_really_has(windows, stride):
         assert count == 7  # the sequence of one item gives nothing
     else:
         assert count == training_windows(sequences, 10, stride)[3]["examples"] > 7
+
+
+def test_small_window_strides_through_keras_softmax_are_warned_about(caplog):
+    def warned(**sections):
+        config = RunConfig.from_dict({name: values for name, values in sections.items()})
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mfn4rec_tf.training"):
+            result = training._warn_context_logits(config)
+        assert result == ("--softmax-chunk" in caplog.text)
+        return result
+
+    sliding = {"train_windows": "sliding", "window_stride": 1, "max_length": 50}
+    assert warned(data=sliding)
+    assert not warned(data=sliding, train={"softmax_chunk": 4096})  # the loss at the trained positions only
+    assert not warned(data=sliding, train={"loss": "sampled"})
+    assert not warned(data={**sliding, "window_stride": 50})  # whole windows: every position is trained
+    assert not warned(data={"max_length": 50})
