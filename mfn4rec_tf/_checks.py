@@ -19,5 +19,12 @@ def check_rate(name, value):
     return float(value)
 
 
+def check_fraction(name, value):
+    """Return `value` as a float if it is a number in [0, 1], else raise ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+    return float(value)
+
+
 class NotApplicable(ValueError):
     """The model needs a feature modality (or a setting) that the dataset or the configuration lacks."""

@@ -7,7 +7,12 @@ import re
 from dataclasses import dataclass, field
 
 from mfn4rec_tf import registry
-from mfn4rec_tf._checks import NotApplicable, check_positive_int, check_rate  # NotApplicable: also re-exported
+from mfn4rec_tf._checks import (  # NotApplicable: also re-exported
+    NotApplicable,
+    check_fraction,
+    check_positive_int,
+    check_rate,
+)
 
 VARIANTS = registry.names("mfn4rec")
 """Model variants: the full model and the three ablations of Sec. 4.3 (registry family `mfn4rec`)."""
@@ -244,10 +249,7 @@ def check_model_settings(settings, prefix: str = "") -> None:
     if not isinstance(settings.exclude_unknown_items, bool):
         raise ValueError(f"`{prefix}exclude_unknown_items` must be true or false. "
                          f"Received: {settings.exclude_unknown_items!r}")
-    if isinstance(settings.id_inference_scale, bool) or not isinstance(settings.id_inference_scale, (int, float)) \
-            or not 0.0 <= settings.id_inference_scale <= 1.0:
-        raise ValueError(f"`{prefix}id_inference_scale` must be a number in [0, 1]. "
-                         f"Received: {settings.id_inference_scale!r}")
+    check_fraction(prefix + "id_inference_scale", settings.id_inference_scale)
     if settings.id_inference_scale != 1.0 and settings.item_representation != "id+features":
         raise ValueError(f"`{prefix}id_inference_scale` weighs the ID part of `{prefix}item_representation: "
                          f"id+features`; it has no effect on {settings.item_representation!r}.")

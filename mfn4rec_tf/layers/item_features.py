@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mfn4rec_tf._checks import check_positive_int, check_rate
+from mfn4rec_tf._checks import check_fraction, check_positive_int, check_rate
 
 UNKNOWN_FLOOR = -1e9
 """In training with `exclude_unknown`, the logit of an item the model does not know (as the padding's)."""
@@ -156,10 +156,7 @@ class FeatureItemLogits(keras.layers.Layer):
         self.id_dropout = check_rate("id_dropout", id_dropout)
         self.seed = seed
         self.exclude_unknown = bool(exclude_unknown)
-        if isinstance(id_inference_scale, bool) or not isinstance(id_inference_scale, (int, float)) or not (
-                0.0 <= id_inference_scale <= 1.0):
-            raise ValueError(f"`id_inference_scale` must be a number in [0, 1]. Received: {id_inference_scale!r}")
-        self.id_inference_scale = float(id_inference_scale)
+        self.id_inference_scale = check_fraction("id_inference_scale", id_inference_scale)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._initial_tables = None
         if tables is not None:
@@ -264,10 +261,9 @@ def set_id_inference_scale(model, scale) -> None:
     if not layers:
         raise ValueError(f"Model {model.name!r} has no ID part to weigh: `id_inference_scale` applies to "
                          "`item_representation: id+features`.")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
-        raise ValueError(f"`id_inference_scale` must be a number in [0, 1]. Received: {scale!r}")
+    scale = check_fraction("id_inference_scale", scale)
     for layer in layers:
-        layer.id_inference_scale = float(scale)
+        layer.id_inference_scale = scale
 
 
 def set_known_items(model, known) -> None:
