@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts (benchmarks/*.py): each runs end to end on tiny arguments,
 the generated data has the asked sizes and structure, and the FLOP counter matches a hand count."""
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ import clothing_data
 import evaluation_speed
 import flops
 import multi_worker
+import run_groups
 import sampled_softmax
 import training_speed
 from conftest import make_config
@@ -275,3 +277,56 @@ def test_serve_load_reads_a_peak_rss():
 
     assert serve_load.peak_rss_mb(os.getpid()) > 10
     assert serve_load.peak_rss_mb(2**22 + 1) is None  # past Linux's pid_max: no such process
+
+
+def _fake_run(path, recall, ndcg, valid, best_epoch=2, epochs=4):
+    """A finished run directory as `fit` leaves it, with the given per-user test values."""
+    path.mkdir(parents=True)
+    recall, ndcg = np.asarray(recall, dtype=float), np.asarray(ndcg, dtype=float)
+    test = {"recall@20": float(np.nanmean(recall)), "ndcg@20": float(np.nanmean(ndcg))}
+    (path / "metrics.json").write_text(json.dumps({"valid": {"recall@20": valid}, "test": test}))
+    (path / "state.json").write_text(json.dumps({"best_epoch": best_epoch, "history": [{}] * epochs}))
+    users = np.array([str(u) for u in range(len(recall))])
+    np.savez(path / "test_per_user.npz", user_id=users, **{"recall@20": recall, "ndcg@20": ndcg})
+    return path
+
+
+def test_run_groups_means_stds_and_paired_tests(tmp_path, capsys):
+    from mfn4rec_tf import stats
+
+    rng = np.random.default_rng(0)
+    base = (rng.random(60) < 0.3).astype(float)
+    better = np.maximum(base, (rng.random(60) < 0.3).astype(float))
+    a = [_fake_run(tmp_path / f"a{s}", base, base * 0.5, valid=0.1 + s / 100) for s in range(2)]
+    b = [_fake_run(tmp_path / f"b{s}", values, values * 0.4, valid=0.2) for s, values in enumerate((base, better))]
+    argv = ["--group", f"A={a[0]},{a[1]}", "--group", f"B={b[0]},{b[1]}", "--reference", "A",
+            "--chart", str(tmp_path / "groups.png")]
+    assert run_groups.main(argv) == 0
+    out = capsys.readouterr().out
+    # B's test Recall@20 over its two runs: the mean and std (n - 1) of the two runs' means.
+    means = np.array([base.mean(), better.mean()])
+    assert f"{100 * means.mean():.2f} ± {100 * means.std(ddof=1):.2f}%" in out
+    assert "10.50 ± 0.71%" in out  # A's validation Recall@20: 0.10 and 0.11
+    # The paired test is on the per-user values averaged over each group's runs.
+    p = stats.wilcoxon((base + better) / 2, base).pvalue
+    change = means.mean() / base.mean() - 1
+    assert f"{100 * change:+.1f}% (p = {p:.2g})" in out
+    assert "| A | 2 | 2 (4), 2 (4) |" in out and (tmp_path / "groups.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--group", "A"], "LABEL=DIR"),
+    (["--group", "A=nowhere"], "not a finished fit run"),
+    (["--group", "A=x", "--group", "A=y"], "labels must differ"),
+    (["--group", "A=x", "--reference", "B"], "is not a group label"),
+])
+def test_run_groups_errors_name_the_input(argv, message, capsys):
+    assert run_groups.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_groups_refuses_groups_tested_on_other_users(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", [1.0, 0.0, 1.0], [0.5, 0.0, 0.5], valid=0.1)
+    b = _fake_run(tmp_path / "b", [1.0, 0.0], [0.5, 0.0], valid=0.1)
+    assert run_groups.main(["--group", f"A={a}", "--group", f"B={b}", "--reference", "A"]) == 2
+    assert "tested on different users" in capsys.readouterr().err

@@ -43,6 +43,9 @@ def test_preset_paper_is_the_defaults_and_recipe_sets_the_new_options():
     recipe = load_config(preset="recipe")
     assert recipe.model.tie_item_embeddings and recipe.model.output_units == recipe.model.id_embedding_dim
     assert recipe.train.optimizer == "adamw" and recipe.train.weight_decay > 0
+    # Trained on prefixes, the loss at the trained positions only, over the epochs of its schedule.
+    assert (recipe.data.train_windows, recipe.data.window_stride, recipe.data.max_length) == ("sliding", 1, 50)
+    assert recipe.train.softmax_chunk > 0 and (recipe.train.epochs, recipe.train.patience) == (15, 3)
     # Everything a user sets still wins over the preset.
     assert load_config(preset="recipe", overrides=["train.weight_decay=0.2"]).train.weight_decay == 0.2
     with pytest.raises(ValueError, match="Preset 'recipe' is for the mfn4rec models"):
