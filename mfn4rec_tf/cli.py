@@ -132,14 +132,14 @@ def resolve(args, flag_table, extra=()) -> RunConfig:
                                                preset=getattr(args, "preset", None)))
 
 
-def add_preset_argument(parser):
+def add_preset_argument(parser, help=None):
     """Adds `--preset NAME` (`mfn4rec_tf.presets`)."""
     from mfn4rec_tf import presets
 
     parser.add_argument("--preset", choices=presets.names(),
-                        help="named settings over the model's defaults and under --config/--set/flags: paper "
-                             "(Table 1, the defaults) or recipe (regularised, wider MFN4Rec; MFN4Rec variants "
-                             "only) [default: none, i.e. paper]")
+                        help=help or "named settings over the model's defaults and under --config/--set/flags: paper "
+                                     "(Table 1, the defaults) or recipe (regularised, wider MFN4Rec trained on "
+                                     "prefixes; MFN4Rec variants only) [default: none, i.e. paper]")
 
 
 def boolean_override(key: str, value) -> list:

@@ -65,7 +65,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import yaml
 
-from mfn4rec_tf import cli, registry, stats, training
+from mfn4rec_tf import cli, presets, registry, stats, training
 from mfn4rec_tf._atomic import write_text
 from mfn4rec_tf._checks import NotApplicable
 from mfn4rec_tf._version import __version__
@@ -226,7 +226,13 @@ def make_plan(args) -> Plan:
     for override in args.set:
         if override.partition("=")[0].strip() == "model.variant":
             raise CompareError("--set model.variant: compare sets the variant of each run; choose them with --models.")
-    base = cli.resolve(args, FLAGS, ["model.variant=mfn4rec"])
+    named = getattr(args, "preset", None)
+    if named is not None and not any(presets.applies(named, model) for model in models):
+        raise CompareError(f"--preset {named} applies to none of --models ({', '.join(models)}); it is for the "
+                           f"{presets.FAMILIES[named]} models.")
+    own = parse_model_sets(getattr(args, "model_set", None) or [], models)
+    shared = argparse.Namespace(**dict(vars(args), preset=None))  # the named preset is a model's own setting
+    base = cli.resolve(shared, FLAGS, ["model.variant=mfn4rec"])
     dataset = training.open_data(base)
     base.modality_names(dataset)  # an unknown --modalities name is an error, not n/a for every model
     protocol = base.data.protocol
@@ -242,9 +248,13 @@ def make_plan(args) -> Plan:
         tuned = getattr(args, "tune", 0) and registry.get(model).search_space is not None
         for seed in seeds:
             run_dir = out / RUNS_DIR / model if len(seeds) == 1 else out / RUNS_DIR / model / f"seed{seed}"
-            extra = [f"model.variant={model}"] + ([f"train.seed={seed}"] if len(seeds) > 1 else [])
-            try:
-                config = cli.resolve(args, FLAGS, extra)  # with the model's preset
+            with_named = named is not None and presets.applies(named, model)
+            # the budget stays shared even where the named preset has its own (the recipe's 15 epochs)
+            budget = [f"train.{key}={getattr(base.train, key)}" for key in ("epochs", "patience") if with_named]
+            extra = ([f"model.variant={model}", *budget, *own.get(model, [])]
+                     + ([f"train.seed={seed}"] if len(seeds) > 1 else []))
+            try:  # with the model's registry preset, and the named one where it is for the model
+                config = cli.resolve(args if with_named else shared, FLAGS, extra)
                 config.modality_names(dataset)
             except NotApplicable as reason:  # a modality the data lacks, or a setting the model cannot take
                 entries.append(Entry(model, base, run_dir, None, not_applicable=str(reason), seed=seed))
@@ -284,8 +294,32 @@ def make_plan(args) -> Plan:
         "retrain": base.retrain,
         "settings": _shared_settings(base),
         "tune": getattr(args, "tune", 0),
+        "preset": named,
+        "model_settings": own,
     }
     return Plan(out, base, entries, summary)
+
+
+def parse_model_sets(texts, models) -> dict:
+    """`{model: ["section.key=value", ...]}` from `--model-set MODEL:SECTION.KEY=VALUE` arguments.
+
+    Raises:
+        CompareError: a malformed argument, a model not in `models`, or `model.variant`.
+    """
+    own = {}
+    for text in texts:
+        model, colon, setting = text.partition(":")
+        key, equals, _ = setting.partition("=")
+        model, key = model.strip(), key.strip()
+        if not colon or not equals or not model or not key:
+            raise CompareError(f"--model-set must be MODEL:SECTION.KEY=VALUE, e.g. sasrec:model.dropout=0.2. "
+                               f"Received: {text!r}")
+        if model not in models:
+            raise CompareError(f"--model-set {text}: {model!r} is not one of --models ({', '.join(models)}).")
+        if key == "model.variant":
+            raise CompareError("--model-set cannot set model.variant; choose the models with --models.")
+        own.setdefault(model, []).append(setting.strip())
+    return own
 
 
 def _existing_run(run_dir: Path, config: RunConfig) -> str:
@@ -583,6 +617,10 @@ def format_markdown(summary: dict, results, command: str) -> str:
          f"{retrain}; a model's own preset may differ (`pop` counts items in one epoch and is always retrained)"),
         ("- Settings: each model runs at its registry preset (its own paper's settings where the paper gives them, "
          "e.g. sasrec, gru4rec) under the settings of this command, which apply to every model"
+         + (f"; the {summary['preset']} preset (`mfn4rec_tf/presets.py`) to the models it is for"
+            if summary.get("preset") else "")
+         + "".join(f"; {model} also {', '.join(f'`{s}`' for s in sets)}"
+                   for model, sets in (summary.get("model_settings") or {}).items())
          + (f"; each model was first tuned by a random search of {summary['tune']} trial(s) over its own space"
             if summary.get("tune") else "") + f". Each model's own settings are in {RECORD}"),
         f"- Date: {summary['date']}. Machine: {summary['machine']}. Software: {summary['software']}",
@@ -787,6 +825,11 @@ def parse_args(argv=None):
                              config_help="YAML file with data/model/train sections shared by every run (e.g. a "
                                          "run's config.yaml; its model.variant is replaced per model)",
                              set_help="override a shared setting, e.g. --set train.seed=1 (repeatable)")
+    cli.add_preset_argument(parser, help="a named preset (mfn4rec_tf/presets.py) for the models it is for, e.g. "
+                                         "recipe for the MFN4Rec variants; the others keep their registry preset")
+    parser.add_argument("--model-set", action="append", default=[], metavar="MODEL:SECTION.KEY=VALUE",
+                        help="a setting of one model only, over everything shared, e.g. sasrec:model.dropout=0.2 "
+                             "(repeatable)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train each model N times, with seeds train.seed, train.seed + 1, ...; the table shows "
                              "mean ± std [default: 1]")

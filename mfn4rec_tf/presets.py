@@ -66,16 +66,22 @@ def names() -> tuple:
     return tuple(PRESETS)
 
 
+def applies(name: str, variant: str) -> bool:
+    """Whether preset `name` is for model `variant` (every model for a preset without a family)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Known: {', '.join(PRESETS)}")
+    family = FAMILIES[name]
+    return family is None or variant not in registry.names() or registry.get(variant).family == family
+
+
 def get(name: str, variant: str) -> dict:
     """The settings of preset `name` for model `variant`.
 
     Raises:
         ValueError: no such preset, or it does not apply to `variant`.
     """
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}. Known: {', '.join(PRESETS)}")
-    family = FAMILIES[name]
-    if family is not None and variant in registry.names() and registry.get(variant).family != family:
+    if not applies(name, variant):
+        family = FAMILIES[name]
         raise ValueError(f"Preset {name!r} is for the {family} models {registry.names(family)}. "
                          f"Received: model.variant={variant!r}")
     return PRESETS[name]

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import randomize_weights
 
-from mfn4rec_tf import compare, optim, registry, training
+from mfn4rec_tf import compare, optim, presets, registry, training
 from mfn4rec_tf.config import ModelConfig
 from mfn4rec_tf.dataset import write_dataset
 from mfn4rec_tf.demo import DemoSpec, generate
@@ -315,6 +315,34 @@ def test_compare_runs_each_model_at_its_own_preset(tiny_data, tmp_path):
     # with --tune each model is searched first
     plan = compare.make_plan(_args(tiny_data, tmp_path / "out", "pop,gru4rec", "--tune", "2"))
     assert [entry.action for entry in plan.entries] == ["train", "tune"]
+
+
+def test_compare_preset_is_for_its_models_and_model_set_for_one(tiny_data, tmp_path):
+    plan = compare.make_plan(_args(tiny_data, tmp_path / "out", "sasrec,mfn4rec,mfn4rec-g", "--preset", "recipe",
+                                   "--model-set", "sasrec:model.dropout=0.2", "--budget", "4", "--patience", "2"))
+    configs = {entry.model: entry.config for entry in plan.entries}
+    recipe = presets.PRESETS["recipe"]
+    for name in ("mfn4rec", "mfn4rec-g"):  # the recipe, but the shared budget
+        assert configs[name].train.optimizer == "adamw" and configs[name].data.train_windows == "sliding"
+        assert configs[name].model.id_embedding_dim == recipe["model"]["id_embedding_dim"]
+        assert (configs[name].train.epochs, configs[name].train.patience) == (4, 2)
+    sasrec = configs["sasrec"]  # its own preset, the recipe not applied, its own dropout
+    assert sasrec.train.optimizer == "adam" and sasrec.data.train_windows == "last" and sasrec.model.dropout == 0.2
+    assert sasrec.model.id_embedding_dim == 50 and (sasrec.train.epochs, sasrec.train.patience) == (4, 2)
+    assert plan.base.train.optimizer == "adam"  # what every model shares has neither
+    assert plan.summary["preset"] == "recipe" and plan.summary["model_settings"] == {"sasrec": ["model.dropout=0.2"]}
+    text = compare.format_markdown(dict(plan.summary, date="d", machine="m", software="s"), [], "cmd")
+    assert "the recipe preset" in text and "sasrec also `model.dropout=0.2`" in text
+    for extra, message in [
+        (["--preset", "recipe", "--models", "sasrec"], "applies to none of --models"),
+        (["--model-set", "sasrec-model.dropout=0.2"], "MODEL:SECTION.KEY=VALUE"),
+        (["--model-set", "gru4rec:model.dropout=0.2"], "is not one of --models"),
+        (["--model-set", "sasrec:model.variant=lstm"], "cannot set model.variant"),
+        (["--model-set", "sasrec:model.nope=1"], "model.nope"),
+    ]:
+        args = _args(tiny_data, tmp_path / "out", "sasrec,mfn4rec", *extra)  # a second --models wins
+        with pytest.raises((compare.CompareError, ValueError, KeyError), match=message):
+            compare.make_plan(args)
 
 
 @pytest.mark.slow
