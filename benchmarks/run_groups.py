@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mfn4rec_tf import compare, training
+
 METRICS = ("recall@20", "ndcg@20")
 """The per-user metrics tested against the reference."""
 
@@ -45,8 +47,7 @@ def read_run(run_dir: Path) -> dict:
     metrics = json.loads(metrics_file.read_text())
     state_file = run_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    with np.load(per_user_file, allow_pickle=False) as data:
-        per_user = {key: data[key] for key in data.files}
+    per_user = training.read_per_user(run_dir)
     return {"valid": metrics.get("valid") or {}, "test": metrics.get("test") or {},
             "best_epoch": state.get("best_epoch"), "epochs": len(state.get("history") or []),
             "per_user": per_user}
@@ -66,10 +67,7 @@ def summarise(label: str, runs: list) -> dict:
     row = {"model": label, "status": "ok", "runs": len(runs),
            "epochs": [(r["best_epoch"], r["epochs"]) for r in runs]}
     for split in ("valid", "test"):
-        keys = [k for k in runs[0][split] if all(isinstance(r[split].get(k), (int, float)) for r in runs)]
-        table = {k: np.array([float(r[split][k]) for r in runs]) for k in keys}
-        row[split] = {k: float(v.mean()) for k, v in table.items()}
-        row[f"{split}_std"] = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in table.items()}
+        row[split], row[f"{split}_std"] = compare.seed_statistics([r[split] for r in runs])
     users = runs[0]["per_user"]["user_id"]
     for run in runs[1:]:
         if not np.array_equal(run["per_user"]["user_id"], users):
@@ -81,17 +79,11 @@ def summarise(label: str, runs: list) -> dict:
 
 def paired(row: dict, reference: dict) -> dict:
     """`{metric: p-value}` of the Wilcoxon test of `row`'s per-user values against `reference`'s."""
-    from mfn4rec_tf import stats
-
     if not np.array_equal(row["users"], reference["users"]):
         raise GroupError(f"{row['model']!r} and {reference['model']!r} were tested on different users; "
                          "a paired test needs the same data and protocol.")
-    out = {}
-    for metric in METRICS:
-        a, b = row["per_user"][metric], reference["per_user"][metric]
-        keep = ~(np.isnan(a) | np.isnan(b))
-        out[metric] = float(stats.wilcoxon(a[keep], b[keep]).pvalue) if (a[keep] != b[keep]).any() else 1.0
-    return out
+    return {metric: compare.paired_p_value(row["per_user"][metric], reference["per_user"][metric])
+            for metric in METRICS}
 
 
 def _cell(row, split, key) -> str:
@@ -115,7 +107,8 @@ def format_table(rows: list, reference: dict | None) -> str:
                 p = paired(row, reference)
                 for metric in METRICS:
                     change = row["test"][metric] / reference["test"][metric] - 1
-                    cells.append(f"{100 * change:+.1f}% (p = {p[metric]:.2g})")
+                    test = "no user to pair" if p[metric] is None else f"p = {p[metric]:.2g}"
+                    cells.append(f"{100 * change:+.1f}% ({test})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

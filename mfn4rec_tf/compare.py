@@ -516,12 +516,29 @@ def aggregate(model: str, runs, seeds) -> Result:
                     seconds=sum(times) if len(times) == len(runs) else None, stopped_by=", ".join(reasons) or None,
                     seeds=records)
     for split in ("valid", "test"):
-        values = [getattr(r, split) or {} for r in runs]
-        keys = [key for key in values[0] if all(isinstance(v.get(key), (int, float)) for v in values)]
-        table = {key: np.array([float(v[key]) for v in values]) for key in keys}
-        setattr(result, split, {key: float(column.mean()) for key, column in table.items()})
-        setattr(result, f"{split}_std", {key: float(column.std(ddof=1)) for key, column in table.items()})
+        mean, std = seed_statistics([getattr(r, split) or {} for r in runs])
+        setattr(result, split, mean)
+        setattr(result, f"{split}_std", std)
     return result
+
+
+def seed_statistics(values) -> tuple:
+    """`(mean, std)` over seeds of the metric dicts `values` (one per seed): each metric that is a
+    number in every dict, its mean and its standard deviation with n - 1 (0 for one seed)."""
+    keys = [key for key in values[0] if all(isinstance(v.get(key), (int, float)) for v in values)]
+    table = {key: np.array([float(v[key]) for v in values]) for key in keys}
+    return ({key: float(column.mean()) for key, column in table.items()},
+            {key: float(column.std(ddof=1)) if len(column) > 1 else 0.0 for key, column in table.items()})
+
+
+def paired_p_value(a, b) -> float | None:
+    """The two-sided Wilcoxon signed-rank p-value of per-user values `a` against `b` (paired by
+    position), users with NaN on either side left out; None when no user is left."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    if not keep.any():
+        return None
+    return float(stats.wilcoxon(a[keep], b[keep]).pvalue)
 
 
 def per_user_recall(result: Result):
@@ -560,11 +577,10 @@ def significance(results) -> str | None:
                      reference if isinstance(reference, str) else other)
             continue
         common, mine, theirs = np.intersect1d(reference[0], other[0], return_indices=True)
-        a, b = reference[1][mine], other[1][theirs]
-        keep = ~(np.isnan(a) | np.isnan(b))
-        if not keep.any():
+        p_value = paired_p_value(reference[1][mine], other[1][theirs])
+        if p_value is None:
             continue
-        result.p_value = float(stats.wilcoxon(a[keep], b[keep]).pvalue)
+        result.p_value = p_value
         result.significant = result.p_value < SIGNIFICANCE_LEVEL
     return best.model
 
