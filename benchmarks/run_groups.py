@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,16 @@ def read_run(run_dir: Path) -> dict:
     per_user_file = run_dir / "test_per_user.npz"
     if not metrics_file.is_file() or not per_user_file.is_file():
         raise GroupError(f"{run_dir} is not a finished fit run (no metrics.json or test_per_user.npz).")
-    metrics = json.loads(metrics_file.read_text())
     state_file = run_dir / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    per_user = training.read_per_user(run_dir)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        per_user = training.read_per_user(run_dir)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise GroupError(f"{run_dir}: cannot read its run files ({error}).") from None
+    missing = [m for m in ("user_id", *METRICS) if m not in per_user]
+    if missing:
+        raise GroupError(f"{run_dir}/test_per_user.npz lacks {', '.join(missing)}.")
     return {"valid": metrics.get("valid") or {}, "test": metrics.get("test") or {},
             "best_epoch": state.get("best_epoch"), "epochs": len(state.get("history") or []),
             "per_user": per_user}

@@ -330,3 +330,6 @@ def test_run_groups_refuses_groups_tested_on_other_users(tmp_path, capsys):
     b = _fake_run(tmp_path / "b", [1.0, 0.0], [0.5, 0.0], valid=0.1)
     assert run_groups.main(["--group", f"A={a}", "--group", f"B={b}", "--reference", "A"]) == 2
     assert "tested on different users" in capsys.readouterr().err
+    (b / "metrics.json").write_text("{not json")
+    assert run_groups.main(["--group", f"B={b}"]) == 2
+    assert "cannot read its run files" in capsys.readouterr().err
