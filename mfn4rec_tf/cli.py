@@ -8,6 +8,8 @@
 - `resolve`: the run configuration from defaults, the model's preset, `--config`, `--set` and the
   flags, in that order, with an absolute `data.path` (so a saved config works from any folder).
 - `at_least`: an argparse type for integers with a lower bound.
+- `add_threads_argument` / `apply_threads`: `--threads N`, the CPU threads TensorFlow may use (set
+  before the first op runs).
 - `fail` / `USER_ERRORS`: the one error-to-exit mapping (`error: ...` on stderr, exit status 2).
 - `read_json`, `one_line`: small helpers the commands' reports share.
 
@@ -158,6 +160,30 @@ def at_least(minimum: int):
 
     parse.__name__ = "integer"  # argparse's "invalid integer value" for non-numbers
     return parse
+
+
+def add_threads_argument(parser):
+    """Adds `--threads N`: the size of TensorFlow's two CPU thread pools (`apply_threads`)."""
+    parser.add_argument("--threads", type=at_least(1), metavar="N",
+                        help="CPU threads TensorFlow may use: N threads for one op's work (matrix products) and N "
+                             "for running ops side by side, so several runs can share a machine without "
+                             "oversubscribing it (e.g. 1 each for two runs on 2 cores) [default: TensorFlow's, "
+                             "every core]")
+
+
+def apply_threads(threads) -> None:
+    """Sets TensorFlow's intra-op and inter-op thread pools to `threads` each (None: leaves TensorFlow's
+    defaults). Must run before TensorFlow executes its first op; a `ValueError` names the flag if it
+    is too late (the pools exist and cannot change)."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as error:
+        raise ValueError(f"--threads {threads}: TensorFlow has already started its thread pools ({error})") from None
 
 
 def fail(error) -> int:

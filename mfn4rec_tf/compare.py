@@ -854,6 +854,7 @@ def parse_args(argv=None):
                              "space (its registry entry's search_space), each trial with the same budget, then train "
                              "its best configuration; searches continue in OUT/tune/<model> [default: 0, no search]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -864,6 +865,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m mfn4rec_tf.compare " + shlex.join(argv)
     try:
+        cli.apply_threads(args.threads)
         plan = make_plan(args)
     except cli.USER_ERRORS as error:
         return cli.fail(error)

@@ -26,10 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument("--id-inference-scale", type=float, metavar="S",
                         help="id+features models: weigh the items' ID part by S in [0, 1] (see README, New items)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    from mfn4rec_tf import cli
+
+    cli.add_threads_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from mfn4rec_tf import cli
     from mfn4rec_tf.metrics import format_groups, format_table
     from mfn4rec_tf.model import load_model, with_output_mode
     from mfn4rec_tf.run_config import load_config
@@ -37,6 +39,7 @@ def main(argv=None) -> int:
 
     run = Path(args.run)
     try:
+        cli.apply_threads(args.threads)
         if not (run / "config.yaml").is_file():
             raise RunError(f"{run} is not a run directory (no config.yaml).")
         config = load_config(run / "config.yaml", cli.boolean_override("train.exclude_history", args.exclude_history))

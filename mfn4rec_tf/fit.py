@@ -45,6 +45,7 @@ def parse_args(argv=None):
                         help="continue the interrupted run in --out with its own config.yaml (other options must "
                              "agree with it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
     from mfn4rec_tf.training import RunError, describe_stop, run_training
 
     try:
+        cli.apply_threads(args.threads)
         if args.resume:
             if not args.out:
                 raise RunError("--resume needs --out, the run directory to continue.")

@@ -522,6 +522,7 @@ def parse_args(argv=None):
                         help="stop after this many failed trials in a row, 0 = never (one process only; a "
                              "distributed search runs every trial) [default: 3]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -535,6 +536,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     try:
+        cli.apply_threads(args.threads)
         base = resolve(args)
         spec = registry.get(base.model.variant)
         if spec.family == "reference":

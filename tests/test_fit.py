@@ -179,3 +179,34 @@ def test_mirrored_strategy_on_two_logical_cpus(small_data, tmp_path):
     assert "MirroredStrategy over 2 replica(s)" in result.stdout + result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["test"]["recall@20"])
+
+
+def test_threads_sets_tensorflows_pools_before_the_run(small_data, tmp_path):
+    script = (
+        "import sys, tensorflow as tf\n"
+        "from mfn4rec_tf import fit\n"
+        "status = fit.main(sys.argv[1:])\n"
+        "print('pools', tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads())\n"
+        "sys.exit(status)\n"
+    )
+    out = tmp_path / "one-thread"
+    args = ["--data", str(small_data), "--out", str(out), "--threads", "1", *TINY[:-8], "--epochs", "1"]
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pools 1 1" in result.stdout
+    assert (out / "metrics.json").is_file()
+
+
+def test_threads_errors_name_the_flag(small_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        fit.parse_args(["--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
+    # Too late once TensorFlow has run an op in this process (the test process has): an error, not a crash.
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0
+    assert _run(["--data", str(small_data), "--out", str(tmp_path / "late"), "--threads", "3", *TINY]) == 2
+    assert "--threads 3: TensorFlow has already started its thread pools" in capsys.readouterr().err
+    assert not (tmp_path / "late").exists()
