@@ -442,9 +442,27 @@ def _resolve(layers, named=None) -> RunConfig:
         from mfn4rec_tf import presets
 
         config = _merge(config, presets.get(named, variant), "")
+    user = {}
     for layer in layers:
-        config = _merge(config, layer, "")
-    return config
+        user = _fold(user, layer) if user else layer
+    # One merge of all the user's settings: validated once, so settings that must agree with each
+    # other (`model.output_units` and `model.id_embedding_dim` of tied item vectors) can be set one
+    # `--set` at a time.
+    return _merge(config, user, "")
+
+
+def _fold(into, layer, prefix=""):
+    """`layer` over `into`, nested mappings merged key by key, a later value winning over an earlier
+    one; a key set as a mapping in one and as a value in the other is an error naming it."""
+    if not isinstance(into, dict) or not isinstance(layer, dict):
+        if isinstance(into, dict) != isinstance(layer, dict):
+            raise ValueError(f"`{prefix.rstrip('.') or 'config'}` is set both as a mapping and as a value: "
+                             f"{into!r}, then {layer!r}")
+        return layer
+    folded = dict(into)
+    for key, value in layer.items():
+        folded[key] = _fold(folded[key], value, f"{prefix}{key}.") if key in folded else value
+    return folded
 
 
 def _merge(config, data, prefix):

@@ -57,6 +57,24 @@ def test_bad_settings_are_named(overrides, message):
         load_config(None, overrides)
 
 
+def test_settings_that_must_agree_are_validated_together():
+    """The recipe ties 64-d item vectors; setting the paper's widths back one `--set` at a time passes through
+    output_units 64 with id_embedding_dim 25, which alone is invalid: the overrides are checked as a whole."""
+    config = load_config(None, ["model.id_embedding_dim=25", "model.output_units=20",
+                                "model.tie_item_embeddings=false"], preset="recipe")
+    assert (config.model.id_embedding_dim, config.model.output_units) == (25, 20)
+    assert not config.model.tie_item_embeddings
+    with pytest.raises(ValueError, match="output_units` must equal `model.id_embedding_dim"):
+        load_config(None, ["model.id_embedding_dim=25"], preset="recipe")
+
+
+def test_a_key_set_as_a_section_and_as_a_value_is_named():
+    with pytest.raises(ValueError, match="`model` is set both as a mapping and as a value"):
+        load_config(None, ["model=3", "model.memory_dim=4"])
+    with pytest.raises(ValueError, match="`train.epochs` is set both"):
+        load_config(None, ["train.epochs.x=1", "train.epochs=3"])
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
