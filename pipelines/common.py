@@ -16,7 +16,7 @@ import argparse
 import collections
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +86,25 @@ class FilterSpec:
     1. `last_years`: keep interactions in the last `last_years` years of the data's time range;
     2. `min_item`: keep items with at least this many interactions;
     3. `min_user` / `max_user`: keep users with this many interactions (the paper: 5 to 100;
-       "sequences longer than 100 removed").
+       "sequences longer than 100 removed");
+    4. `sample_users`: keep a random fraction of the remaining users, each with their whole history
+       (not one of the paper's filters: a smaller copy of a large dataset to try settings on; the
+       draw is fixed by `sample_seed` and the sorted user ids, so it is the same on every machine).
 
     One pass, not iterated to a fixed point: users are filtered last, so every kept user has
-    `min_user..max_user` interactions, while an item may fall below `min_item` after step 3.
+    `min_user..max_user` interactions, while an item may fall below `min_item` after step 3 or 4.
     """
 
     last_years: float | None = None
     min_item: int | None = None
     min_user: int | None = None
     max_user: int | None = None
+    sample_users: float | None = None
+    sample_seed: int = 0
+
+    def __post_init__(self):
+        if self.sample_users is not None and not 0 < self.sample_users <= 1:
+            raise ValueError(f"--sample-users must be a fraction in (0, 1]; got {self.sample_users}.")
 
     @classmethod
     def paper(cls):
@@ -108,11 +117,13 @@ class FilterSpec:
             if not explicit.is_empty():
                 raise ValueError("--paper-filters sets --last-years, --min-item, --min-user and --max-user; "
                                  "give either it or those options, not both.")
-            return cls.paper()
-        return explicit
+            explicit = cls.paper()
+        return replace(explicit, sample_users=getattr(args, "sample_users", None),
+                       sample_seed=getattr(args, "sample_seed", 0))
 
     def is_empty(self):
-        return all(value is None for value in asdict(self).values())
+        """Whether none of the paper's four filters is set (the user sample is not one of them)."""
+        return all(getattr(self, name) is None for name in ("last_years", "min_item", "min_user", "max_user"))
 
 
 def apply_filters(events: pd.DataFrame, spec: FilterSpec) -> tuple[pd.DataFrame, list[dict]]:
@@ -150,6 +161,13 @@ def apply_filters(events: pd.DataFrame, spec: FilterSpec) -> tuple[pd.DataFrame,
             keep &= counts <= spec.max_user
         events = events[keep]
         record("user_length", {"min": spec.min_user, "max": spec.max_user}, before)
+    if spec.sample_users is not None:
+        before = events
+        users = np.sort(events["user_id"].astype(str).unique())
+        count = max(1, int(round(spec.sample_users * len(users)))) if len(users) else 0
+        chosen = np.random.default_rng(spec.sample_seed).choice(users, size=count, replace=False)
+        events = events[events["user_id"].astype(str).isin(chosen)]
+        record("user_sample", {"fraction": spec.sample_users, "seed": spec.sample_seed, "users_kept": count}, before)
     for step in report:
         log.info("filter %s: removed %d interactions, %d users, %d items", step["filter"],
                  step["interactions_removed"], step["users_removed"], step["items_removed"])
@@ -276,6 +294,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, text=True, images=True
     filters.add_argument("--min-item", type=int, help="keep items with at least N interactions")
     filters.add_argument("--min-user", type=int, help="keep users with at least N interactions")
     filters.add_argument("--max-user", type=int, help="keep users with at most N interactions")
+    filters.add_argument("--sample-users", type=float, metavar="FRACTION",
+                         help="then keep this random fraction of the users, each with their whole history "
+                              "(a smaller copy to try settings on; not one of --paper-filters)")
+    filters.add_argument("--sample-seed", type=int, default=0,
+                         help="seed of the --sample-users draw (default: %(default)s)")
     if text:
         group = parser.add_argument_group("text features (TF-IDF-weighted mean of word vectors)")
         group.add_argument("--glove", help="word vectors in GloVe text format (no text modality without it)")

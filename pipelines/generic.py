@@ -457,12 +457,13 @@ def main(argv=None) -> Path:
     if args.text_fields is not None:
         text_fields = [f.strip() for f in args.text_fields.split(",") if f.strip()]
     _check_inputs(args)
+    spec = FilterSpec.from_args(args)  # a bad filter value fails before the reading
 
     skips = SkipCounter()
     events = read_interactions(args.interactions, args.user_col, args.item_col, args.time_col, skips,
                                max_line_bytes=args.max_line_bytes)
     events = drop_duplicate_events(events, skips)
-    events, filters = apply_filters(events, FilterSpec.from_args(args))
+    events, filters = apply_filters(events, spec)
     if events.empty:
         raise ValueError(f"no interactions left after the filters ({[s['filter'] for s in filters]}); relax them.")
     item_meta = None

@@ -91,3 +91,35 @@ def test_paper_filters_flag_conflicts_with_explicit_filters():
         FilterSpec.from_args(args)
     args.min_user = None
     assert FilterSpec.from_args(args) == FilterSpec.paper()
+
+
+def test_user_sample_keeps_whole_histories_and_is_fixed_by_its_seed():
+    rows = [(f"u{u}", f"i{(u + k) % 7}", 100 * u + k) for u in range(40) for k in range(1 + u % 4)]
+    events = _events(rows)
+    kept, report = apply_filters(events, FilterSpec(sample_users=0.25, sample_seed=3))
+    users = sorted(kept["user_id"].unique())
+    assert len(users) == 10 and report[-1]["filter"] == "user_sample" and report[-1]["users_kept"] == 10
+    assert report[-1]["users_removed"] == 30
+    # every kept user keeps every event of theirs
+    for user in users:
+        assert (kept["user_id"] == user).sum() == (events["user_id"] == user).sum()
+    # the draw depends on the seed and the set of users, not on the row order
+    again, _ = apply_filters(events.sample(frac=1.0, random_state=1), FilterSpec(sample_users=0.25, sample_seed=3))
+    assert sorted(again["user_id"].unique()) == users
+    other, _ = apply_filters(events, FilterSpec(sample_users=0.25, sample_seed=4))
+    assert sorted(other["user_id"].unique()) != users
+    # applied after the user-length filter: the sample is drawn among the users that filter kept
+    after, report = apply_filters(events, FilterSpec(min_user=4, sample_users=0.5))
+    assert [step["filter"] for step in report] == ["user_length", "user_sample"]
+    assert after.groupby("user_id").size().min() >= 4 and after["user_id"].nunique() == 5
+
+
+def test_user_sample_fraction_is_checked_and_combines_with_paper_filters():
+    import argparse
+
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="--sample-users"):
+            FilterSpec(sample_users=bad)
+    args = argparse.Namespace(paper_filters=True, last_years=None, min_item=None, min_user=None, max_user=None,
+                              sample_users=0.1, sample_seed=7)
+    assert FilterSpec.from_args(args) == FilterSpec(2.0, 5, 5, 100, sample_users=0.1, sample_seed=7)
