@@ -108,6 +108,24 @@ def test_space_values_map_onto_the_run_config():
     assert sorted(hp.values) == ["model.dropout", "model.modality_hidden_units", "model.output_activation"]
 
 
+def test_boolean_choices_come_back_as_booleans():
+    # KerasTuner's Choice stores [false, true] as 0 / 1; the run configuration refuses 0 as a boolean.
+    space = parse_space({"model.tie_item_embeddings": {"choice": [False, True]},
+                         "model.id_embedding_dim": {"choice": [25, 64]},
+                         "model.output_units": {"same_as": "model.id_embedding_dim"}})
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    assert hp.values["model.tie_item_embeddings"] == 0 and type(hp.values["model.tie_item_embeddings"]) is not bool
+    for drawn in (0, 1):
+        values = dict(hp.values, **{"model.tie_item_embeddings": drawn})
+        config = space.apply(RunConfig(), values)
+        assert config.model.tie_item_embeddings is bool(drawn)
+    recipe = load_space("recipe")
+    hp = keras_tuner.HyperParameters()
+    recipe.declare(hp)
+    assert recipe.apply(RunConfig(), hp.values).model.tie_item_embeddings is False
+
+
 @pytest.mark.parametrize("text, message", [
     ("[1, 2]", "must be a non-empty mapping"),
     ("{}", "must be a non-empty mapping"),

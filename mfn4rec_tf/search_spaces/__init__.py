@@ -174,13 +174,16 @@ class SearchSpace:
 
         Other entries of `hp_values` (KerasTuner's own, such as Hyperband's `tuner/epochs`) are
         ignored; `same_as` keys take their target's value; floats are rounded to 12 significant
-        digits (a `step` of 0.1 gives 0.3, not 0.30000000000000004).
+        digits (a `step` of 0.1 gives 0.3, not 0.30000000000000004); a choice of booleans, which
+        KerasTuner hands back as 0 / 1, is a boolean again.
         """
         values = {}
         for parameter in self.searched:
             if parameter.key not in hp_values:
                 raise ValueError(f"The trial has no value for `{parameter.key}`. Received: {sorted(hp_values)}")
             value = hp_values[parameter.key]
+            if parameter.form == "choice" and all(isinstance(v, bool) for v in parameter.values):
+                value = bool(value)  # KerasTuner's Choice keeps booleans as 0 / 1
             values[parameter.key] = float(f"{value:.12g}") if isinstance(value, float) else value
         for parameter in self.parameters:
             if parameter.form == "same_as":
