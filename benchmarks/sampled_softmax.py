@@ -1,13 +1,14 @@
 """Training step time and peak memory, full softmax against the sampled softmax, on one dataset.
 
     python benchmarks/sampled_softmax.py --data DIR [--negatives 256,1024,4096] [--sampler uniform]
-                                         [--chunks 1024,4096] [--model mfn4rec] [--batches 30]
-                                         [--warmup 5] [--full-limit-mb 4096]
+                                         [--chunks 1024,4096] [--keras-loss] [--model mfn4rec]
+                                         [--batches 30] [--warmup 5] [--full-limit-mb 4096]
 
-Each configuration (`full`: Keras' softmax cross-entropy; `chunked` with each C of `--chunks`: the
-same loss computed C items at a time, `train.softmax_chunk`; then `sampled` with each S) runs in its
-own process (so each peak
-resident memory is its own) through the code path of `python -m mfn4rec_tf.fit`: `RunConfig`
+Each configuration (`full`: the softmax cross-entropy `fit` trains with, `mfn4rec_tf.softmax_loss`;
+with `--keras-loss` first `keras`: the same loss through Keras' `SparseCategoricalCrossentropy`, which
+`fit` used before; `chunked` with each C of `--chunks`: the same loss computed C items at a time,
+`train.softmax_chunk`; then `sampled` with each S) runs in its own process (so each peak resident
+memory is its own) through the code path of `python -m mfn4rec_tf.fit`: `RunConfig`
 (leave-one-out, validation mode, batch 64, targets all, max_length 100), `training.new_model` and
 `model.fit` on the first `warmup + batches` batches of epoch 0 of `TrainingInput` (the same batches
 for every configuration). The warm-up batches (tracing) are not timed. Printed per configuration:
@@ -49,6 +50,8 @@ def measure(data, model, loss, negatives, sampler, batches, warmup, modalities, 
                  f"train.sampler={sampler}"]
     if loss == "chunked":  # the full loss, `negatives` items at a time
         overrides += ["train.loss=full", f"train.softmax_chunk={negatives}"]
+    elif loss == "keras":  # the full loss through TensorFlow's sparse softmax cross-entropy kernel
+        overrides += ["train.loss=full"]
     else:
         overrides += [f"train.loss={loss}", f"train.num_negatives={negatives}"]
     if modalities is not None:  # "none" or "a,b" as fit's --modalities takes it; --set wants a YAML list
@@ -60,6 +63,9 @@ def measure(data, model, loss, negatives, sampler, batches, warmup, modalities, 
     names = config.modality_names(dataset)
     keras.utils.set_random_seed(0)
     net = new_model(config, dataset, split.train_sequences)
+    if loss == "keras":  # what `fit` trained with before `mfn4rec_tf.softmax_loss`
+        net.compile(optimizer=net.optimizer,
+                    loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
     data_input = TrainingInput(dataset, split.train_sequences, modalities=names, batch_size=64,
                                max_length=config.data.max_length, seed=0)
     steps = data_input.steps_per_epoch
@@ -70,7 +76,7 @@ def measure(data, model, loss, negatives, sampler, batches, warmup, modalities, 
                  "mean_logits_mb": sum(b * t for b, t in positions) / len(positions) * per_position,
                  "epoch_logits_mb": max(b * t for b, t in every) * per_position,
                  "steps": steps, "items": dataset.num_items}
-    if loss == "full" and full_limit_mb is not None and logits_mb["logits_mb"] > full_limit_mb:
+    if loss in ("full", "keras") and full_limit_mb is not None and logits_mb["logits_mb"] > full_limit_mb:
         return {"skipped": True, **logits_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     subset = data_input.tf_dataset().take(warmup + batches)
     marks = []
@@ -95,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--negatives", default="256,1024,4096", help="comma-separated S values")
     parser.add_argument("--sampler", default="uniform")
     parser.add_argument("--chunks", default="", help="comma-separated C values of the chunked full softmax")
+    parser.add_argument("--keras-loss", action="store_true",
+                        help="also time the full softmax through Keras' SparseCategoricalCrossentropy (row `keras`)")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--full-limit-mb", type=float, default=4096,
@@ -109,7 +117,8 @@ def main(argv=None) -> int:
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} ({os.cpu_count()} cores), "
           f"python {platform.python_version()}; {args.model} on {args.data}, {args.batches} timed steps after "
           f"{args.warmup}, sampler {args.sampler}")
-    configs = ([("full", 1)] + [("chunked", int(c)) for c in args.chunks.split(",") if c]
+    configs = (([("keras", 1)] if args.keras_loss else []) + [("full", 1)]
+               + [("chunked", int(c)) for c in args.chunks.split(",") if c]
                + [("sampled", int(s)) for s in args.negatives.split(",") if s])
     rows = []
     for loss, negatives in configs:
@@ -123,7 +132,7 @@ def main(argv=None) -> int:
             print(f"{loss} S={negatives}: failed\n{result.stderr[-2000:]}")
             return 1
         rows.append((loss, negatives, json.loads(result.stdout.strip().splitlines()[-1])))
-    full = rows[0][2]
+    full = next(row for loss, _, row in rows if loss == "full")
     print(f"{full['items']:,} items, {full['steps']} steps per epoch; full-softmax float32 logits of one batch: "
           f"{full['logits_mb']:,.0f} MB for the largest measured batch (mean {full['mean_logits_mb']:,.0f} MB), "
           f"{full['epoch_logits_mb']:,.0f} MB for the largest batch of the epoch")
@@ -132,7 +141,7 @@ def main(argv=None) -> int:
               f"{args.full_limit_mb:g}; its softmax and gradient take as much again each")
     print(f"{'loss':<8} {'S or C':>6} {'ms/step':>9} {'cpu ms':>9} {'s/epoch':>9} {'peak MB':>9} {'speed-up':>9}")
     for loss, negatives, row in rows:
-        label = "-" if loss == "full" else str(negatives)
+        label = "-" if loss in ("full", "keras") else str(negatives)
         if row.get("skipped"):
             print(f"{loss:<8} {label:>6} {'skipped':>9} {'-':>9} {'-':>9} {'-':>9} {'-':>9}")
             continue

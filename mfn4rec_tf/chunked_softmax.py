@@ -1,8 +1,9 @@
 """The full softmax cross-entropy over every item, computed in item chunks with its own gradient.
 
-Keras' path (`ItemLogits` + `SparseCategoricalCrossentropy`) writes the `(B, T, N + 1)` logits of a
-batch, then its softmax and gradient, several passes over an array of tens of megabytes: at widths
-around 20 that memory traffic, not arithmetic, is most of a training step (benchmarks/RESULTS.md).
+The unchunked path (`ItemLogits` + the Keras loss `softmax_loss.SoftmaxCrossEntropy`) writes the
+`(B, T, N + 1)` logits of a batch, then its softmax and gradient, several passes over an array of
+tens of megabytes: at widths around 20 that memory traffic, not arithmetic, is most of a training
+step (benchmarks/RESULTS.md).
 This module computes the same loss at the batch's real positions only (not at the padding) and in
 chunks of C items, so that each `(M, C)` block of logits is written, reduced and used while it is
 still in the CPU's cache, and is never kept for the backward pass:
@@ -12,7 +13,7 @@ still in the CPU's cache, and is never kept for the backward pass:
     backward:  z_c again, p_c = exp(z_c - lse) · g,   g_i = upstream · w_i / max(Σ w, 1)
                dh += p_c · W_cᵀ,  dW_c = hᵀ · p_c,  db_c = Σ_i p_c;  minus g at each target
 
-Same objective as Keras' path (softmax cross-entropy with the padding column at `ItemLogits`'s floor;
+Same objective as the unchunked path (softmax cross-entropy with the padding column at `ItemLogits`'s floor;
 the positions weighted by their sample weights, the sum divided by the sum of the weights, which is
 Keras' divisor when the weights are the 0/1 real-position flags the pipelines give); the results
 agree to float rounding (`tests/test_chunked_softmax.py`). Only training changes: evaluation ranks

@@ -76,8 +76,8 @@ FLAGS = {
                                   "position; evaluation always ranks every item)"),
     "--num-negatives": ("train.num_negatives", int, "negatives per batch of the sampled loss"),
     "--sampler": ("train.sampler", str, f"negatives of the sampled loss: {', '.join(SAMPLERS)}"),
-    "--softmax-chunk": ("train.softmax_chunk", int, "full loss: 0 = Keras' softmax over every position; C > 0 = the "
-                                                    "same loss at the real positions, C items at a time"),
+    "--softmax-chunk": ("train.softmax_chunk", int, "full loss: 0 = the softmax over every position's logits; C > 0 = "
+                                                    "the same loss at the real positions, C items at a time"),
 }
 """flag -> (config key, type, help text or a function giving it at parse time)."""
 

@@ -82,7 +82,8 @@ def check_output_mode(output_mode):
 def load_model(path, **kwargs) -> keras.Model:
     """`keras.saving.load_model(path)` with the Keras classes of every registered model registered
     first (`mfn4rec_tf.registry.import_keras_classes`): the one way the package loads a `.keras` file."""
-    from mfn4rec_tf import registry, sampled  # noqa: F401 (sampled: registers SampledSoftmaxModel)
+    # sampled: registers SampledSoftmaxModel; softmax_loss: the loss a saved model was compiled with
+    from mfn4rec_tf import registry, sampled, softmax_loss  # noqa: F401
 
     registry.import_keras_classes()
     return keras.saving.load_model(path, **kwargs)

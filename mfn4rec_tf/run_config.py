@@ -135,10 +135,11 @@ class TrainSection:
             cross-entropy on the target and one uniformly drawn negative per position, SASRec's paper
             loss), the last two in `mfn4rec_tf.sampled`.
         num_negatives: S, the negatives of each batch for `loss: sampled`.
-        softmax_chunk: for `loss: full`, 0 = Keras' softmax cross-entropy over the `(B, T, N + 1)`
-            logits of every position; C > 0 = the same loss at the real positions only, computed C
+        softmax_chunk: for `loss: full`, 0 = the softmax cross-entropy over the `(B, T, N + 1)`
+            logits of every position (`mfn4rec_tf.softmax_loss`, a Keras loss); C > 0 = the same
+            loss at the real positions only, computed C
             items at a time with its own gradient (`mfn4rec_tf.chunked_softmax`; one device, models
-            with an `ItemLogits` layer; the others train with Keras' whatever this says).
+            with an `ItemLogits` layer; the others train with the Keras loss whatever this says).
         sampler: how the negatives are drawn: `uniform`, `popularity` or `in-batch`.
         max_steps: a training-step budget of the selection phase (with `epochs` and `patience`):
             training stops after this many steps in all, mid-epoch if need be; `None` = none.
@@ -267,7 +268,8 @@ class RunConfig:
             raise ValueError(f"`train.sampler` must be one of {SAMPLERS}. Received: {train.sampler!r}")
         check_positive_int("train.num_negatives", train.num_negatives)
         if isinstance(train.softmax_chunk, bool) or not isinstance(train.softmax_chunk, int) or train.softmax_chunk < 0:
-            raise ValueError("`train.softmax_chunk` must be 0 (Keras' softmax) or a positive number of items. "
+            raise ValueError("`train.softmax_chunk` must be 0 (the softmax over all positions) or a positive number "
+                             "of items. "
                              f"Received: {train.softmax_chunk!r}")
         if train.loss == "full" or spec.sampled_loss is None:
             return

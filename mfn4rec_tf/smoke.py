@@ -26,6 +26,7 @@ import numpy as np
 
 from mfn4rec_tf.config import PAPER_MODALITIES, VARIANTS, ModelConfig
 from mfn4rec_tf.model import build_model
+from mfn4rec_tf.softmax_loss import SoftmaxCrossEntropy
 
 log = logging.getLogger("mfn4rec_tf.smoke")
 
@@ -53,7 +54,7 @@ def train_variant(variant, args):
     model = build_model(config)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
-        loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        loss={"logits": SoftmaxCrossEntropy()},
     )
     inputs, targets, weights = generated_batch(config, args.batch_size, args.length, args.seed)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from mfn4rec_tf.config import ModalityConfig
 from mfn4rec_tf.dataset import load_dataset, write_dataset
 from mfn4rec_tf.demo import DemoSpec, generate
 from mfn4rec_tf.model import build_model, with_output_mode
+from mfn4rec_tf.softmax_loss import SoftmaxCrossEntropy
 from mfn4rec_tf.training import training_loss
 
 MODELS = ("bpr", "vbpr", "lstm", "sasrec")
@@ -259,7 +260,7 @@ def test_losses_registry():
         assert isinstance(training_loss(_config(name)), BPRLoss)
     for name in ("lstm", "sasrec"):  # softmax cross-entropy, the package default
         assert registry.get(name).training_loss(_config(name)) is None
-        assert isinstance(training_loss(_config(name)), keras.losses.SparseCategoricalCrossentropy)
+        assert isinstance(training_loss(_config(name)), SoftmaxCrossEntropy)
 
 
 # --- the equations against NumPy ---------------------------------------------------------------------------

@@ -270,6 +270,14 @@ def test_sampled_softmax_times_the_chunked_full_softmax(tiny_data):
     assert not row.get("skipped") and row["ms"] > 0 and row["items"] == 388
 
 
+def test_sampled_softmax_times_keras_loss_row(tiny_data):
+    """The `keras` row (`--keras-loss`) trains through Keras' own loss and is guarded as the full softmax."""
+    row = sampled_softmax.measure(str(tiny_data), "mfn4rec", "keras", 1, "uniform", 2, 1, "none")
+    assert not row.get("skipped") and row["ms"] > 0 and row["items"] == 388
+    guarded = sampled_softmax.measure(str(tiny_data), "mfn4rec", "keras", 1, "uniform", 2, 1, "none", full_limit_mb=0)
+    assert guarded["skipped"]
+
+
 def test_serve_load_reads_a_peak_rss():
     import os
 
