@@ -3,13 +3,15 @@
 The full softmax is most of an MFN4Rec training step (benchmarks/RESULTS.md): the `(positions, N + 1)`
 logits, their softmax and its gradient. TensorFlow's `sparse_softmax_cross_entropy_with_logits`, which
 Keras' `SparseCategoricalCrossentropy(from_logits=True)` calls, is on this CPU several times slower
-than TensorFlow's `softmax` kernel (oneDNN) on the same array (`benchmarks/softmax_loss.py` prints the
-figures). This loss computes the same values from that faster kernel:
+than TensorFlow's `softmax` kernel (oneDNN) on the same array (`benchmarks/RESULTS.md`, "The full
+softmax from TensorFlow's softmax kernel"; `benchmarks/sampled_softmax.py --keras-loss` times both in
+a training step). This loss computes the same values from that faster kernel:
 
     p        = softmax(z)                            (one kernel, kept for the gradient)
-    lse      = max_j z_j - log(max_j p_j)            (the log-sum-exp: p_max = exp(z_max - lse) >= 1 / N,
-                                                      so the log never sees an underflowed 0)
-    loss     = lse - z_target
+    loss     = -log p_target                         where p_target >= 1e-30
+             = logsumexp_j z_j - z_target            elsewhere (only the rows whose target's
+                                                      probability underflows, e.g. a target at the
+                                                      padding's -1e9 column)
     d loss/dz = (p - onehot(target)) · upstream
 
 Same objective and the same reduction (Keras applies the sample weights, the mask and the mean
@@ -21,6 +23,10 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+TINY = 1e-30
+"""Below this target probability the loss is taken from the log-sum-exp instead of `-log p_target`
+(float32 keeps full precision down to about 1.2e-38)."""
 
 
 def softmax_cross_entropy(labels, logits):
@@ -44,10 +50,13 @@ def _loss(logits, labels):
     flat = tf.reshape(logits, [-1, classes])  # (M, N)
     flat_labels = tf.reshape(labels, [-1])
     probabilities = tf.nn.softmax(flat)
-    lse = tf.reduce_max(flat, axis=-1) - tf.math.log(tf.reduce_max(probabilities, axis=-1))
     rows = tf.range(tf.shape(flat)[0])
     indices = tf.stack([rows, flat_labels], axis=1)
-    value = tf.reshape(lse - tf.gather_nd(flat, indices), tf.shape(labels))
+    target_probability = tf.gather_nd(probabilities, indices)
+    value = -tf.math.log(tf.maximum(target_probability, TINY))
+    low = tf.where(target_probability < TINY)[:, 0]  # rows whose target's probability underflows
+    exact = tf.reduce_logsumexp(tf.gather(flat, low), axis=-1) - tf.gather_nd(flat, tf.gather(indices, low))
+    value = tf.reshape(tf.tensor_scatter_nd_update(value, low[:, None], exact), tf.shape(labels))
 
     def grad(upstream):
         scale = tf.reshape(tf.cast(upstream, tf.float32), [-1])  # (M,)

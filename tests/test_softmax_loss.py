@@ -48,8 +48,9 @@ def test_extreme_logits_stay_finite():
     log-sum-exp comes from the largest probability, so no log of an underflowed zero."""
     logits = np.array([[-1e9, 0.0, 1.0, 2.0],       # padding column at the floor
                        [-1e9, 100.0, -100.0, 0.0],  # the target (column 2) 200 below the best
-                       [-1e9, 50.0, 50.0, 50.0]], np.float32)
-    labels = np.array([3, 2, 1])
+                       [-1e9, 50.0, 50.0, 50.0],
+                       [-1e9, 1.0, 2.0, 3.0]], np.float32)  # the target is the padding column itself
+    labels = np.array([3, 2, 1, 0])
     value, gradient = _value_and_gradient(lambda y, z: tf.reduce_sum(softmax_cross_entropy(y, z)), logits, labels)
     expected, expected_gradient = _numpy_loss_and_gradient(logits, labels)
     assert np.isfinite(value) and np.all(np.isfinite(gradient))
