@@ -620,8 +620,11 @@ def test_new_version_is_hot_loaded_staging_ignored_and_a_broken_one_never_served
                           expected(reference, "rec1", history=HISTORY))
         assert http(server, "POST", "/v1/models/hot/versions/1:predict", {"instances": HISTORY})[0] == 404
         # a broken version 5 is reported and version 2 keeps serving
-        (base / "5").mkdir()
-        (base / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        # (written under a staging name and renamed, as an exporter does: a poll between the mkdir and the
+        # write would see an empty directory fail, then the written one fail again, as two changes)
+        (base / ".staging-5-1").mkdir()
+        (base / ".staging-5-1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        os.rename(base / ".staging-5-1", base / "5")
         _wait_for(lambda: _states(server).get(5, ("",))[0] == "END", "version 5 to fail")
         states = _states(server)
         assert states[5][0] == "END" and "Failed to load version 5 of model hot" in states[5][1]
