@@ -15,8 +15,11 @@ group, the relative difference of the means to the reference and the two-sided W
 signed-rank test (`mfn4rec_tf.stats.wilcoxon`: zero differences dropped) of each test user's
 Recall@20 and NDCG@20, averaged over the group's runs, against the reference's, paired by user.
 Groups compared this way must have been tested on the same users (the same data and protocol);
-that is checked. `--chart PNG` draws `mfn4rec_tf.compare_plots.plot_comparison`'s bars (Recall and
-MAP at 20 and 30, +-1 std error bars) for the groups.
+that is checked. `--cold-warm` adds, for runs of the `cold-items` protocol, the mean +- std of test
+Recall@20 and NDCG@20 on the targets that are cold items, on the warm ones and on all (no paired
+test: the per-user files do not say which users' targets are cold). `--chart PNG` draws
+`mfn4rec_tf.compare_plots.plot_comparison`'s bars (Recall and MAP at 20 and 30, +-1 std error bars)
+for the groups.
 """
 
 from __future__ import annotations
@@ -120,12 +123,31 @@ def format_table(rows: list, reference: dict | None) -> str:
     return "\n".join(lines)
 
 
+GROUP_KEYS = ("cold/recall@20", "cold/ndcg@20", "warm/recall@20", "warm/ndcg@20", "recall@20", "ndcg@20")
+"""The columns of `--cold-warm`'s table (the `cold-items` protocol's metric keys)."""
+
+
+def format_cold_warm(rows: list) -> str:
+    """Test metrics on cold targets, warm targets and all, mean +- std over each group's runs."""
+    head = ["group", "runs", *(f"test {key}" for key in GROUP_KEYS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        missing = [key for key in GROUP_KEYS if key not in row["test"]]
+        if missing:
+            raise GroupError(f"Group {row['model']!r}: its runs have no {missing[0]} (not the cold-items protocol).")
+        lines.append("| " + " | ".join([row["model"], str(row["runs"]),
+                                        *(_cell(row, "test", key) for key in GROUP_KEYS)]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--group", action="append", required=True, help="LABEL=DIR[,DIR...] (repeat)")
     parser.add_argument("--reference", help="the LABEL the others are tested against")
     parser.add_argument("--chart", help="a PNG of the groups' test metrics")
     parser.add_argument("--title", default="", help="the chart's title")
+    parser.add_argument("--cold-warm", action="store_true",
+                        help="also the test metrics on cold and warm targets (cold-items protocol runs)")
     args = parser.parse_args(argv)
     try:
         groups = [parse_group(text) for text in args.group]
@@ -137,6 +159,9 @@ def main(argv=None) -> int:
         rows = [summarise(label, [read_run(p) for p in paths]) for label, paths in groups]
         reference = next((r for r in rows if r["model"] == args.reference), None)
         print(format_table(rows, reference))
+        if args.cold_warm:
+            print()
+            print(format_cold_warm(rows))
     except GroupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -143,7 +143,9 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         raise ExportError(f"`exclude_seen` must be True, False or None. Received: exclude_seen={exclude_seen!r}")
     config = _read_run(run_dir)
     if add_items is not None:
-        if config.model.item_representation == "id":
+        from mfn4rec_tf import registry
+
+        if config.model.item_representation == "id" and not registry.get(config.model.variant).scores_from_features:
             raise ExportError(f"--add-items: the model of {run_dir} has `model.item_representation: id`: it scores an "
                               "item only by the ID vector it learned, so it cannot score an item added after training. "
                               "Train with `--set model.item_representation=id+features` (or `features`).")
@@ -762,7 +764,8 @@ def parse_args(argv=None):
     parser.add_argument("--add-items", metavar="DATASET_OR_PARQUET",
                         help="serve items added after training, scored from their features: a dataset directory "
                              "(all its items new) or a .parquet file (item_id + one vector column per modality); "
-                             "the run's model.item_representation must be features or id+features")
+                             "the run's model.item_representation must be features or id+features "
+                             "(or the model feature-knn)")
     parser.add_argument("--id-inference-scale", type=float, metavar="S",
                         help="id+features runs: weigh the items' ID part by S in [0, 1] in the served scores; "
                              "lower favours new items (default: the run's model.id_inference_scale)")

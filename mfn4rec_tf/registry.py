@@ -41,7 +41,7 @@ fed); `some`: every chosen modality, at least one. A tuple of names instead: exa
 
 FAMILIES = ("mfn4rec", "baseline", "reference")
 """`mfn4rec`: the full model and its ablations (paper Sec. 4.3); `baseline`: the paper's baselines
-(Sec. 4.2) and SASRec; `reference`: non-learned references (popularity)."""
+(Sec. 4.2) and SASRec; `reference`: non-learned references (popularity, feature similarity)."""
 MFN4REC_FAMILY = FAMILIES[0]
 """The family of MFN4Rec and its ablations (the models MFN4Rec-only settings apply to)."""
 
@@ -67,6 +67,9 @@ class ModelSpec:
         search_space: the shipped search space (`mfn4rec_tf/search_spaces/<name>.yaml`) that
             `compare --tune` searches for it; None for a model with nothing to tune (`pop`).
         item_representations: the `model.item_representation` values it supports (`"id"` always).
+        scores_from_features: it scores every item from its features alone, whatever
+            `model.item_representation` says (`feature-knn`), so items added after training can be
+            exported with it (`export --add-items`).
     """
 
     name: str
@@ -82,6 +85,7 @@ class ModelSpec:
     sampled_loss: bool | None = True
     search_space: str | None = "paper"
     item_representations: tuple = ("id",)
+    scores_from_features: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -187,6 +191,9 @@ for _spec in (
               # Its scores are the counts of the training data it saw, so it always counts the data
               # before the test targets (train + validation), whatever the protocol.
               preset={"train": {"retrain": True}}, search_space=None),
+    ModelSpec("feature-knn", "reference", "mfn4rec_tf.baselines.feature_knn:build_feature_knn",
+              "the items whose features are most similar (cosine) to the last history item's",
+              modalities="some", max_epochs=1, sampled_loss=None, search_space=None, scores_from_features=True),
     ModelSpec("bpr", "baseline", f"{_BPR}:build_bpr", "matrix factorisation with the BPR loss",
               paper="Rendle et al., UAI 2009", modalities="none", loss=f"{_BPR}:bpr_loss", sampled_loss=False,
               search_space="bpr"),

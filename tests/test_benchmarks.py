@@ -341,3 +341,20 @@ def test_run_groups_refuses_groups_tested_on_other_users(tmp_path, capsys):
     (b / "metrics.json").write_text("{not json")
     assert run_groups.main(["--group", f"B={b}"]) == 2
     assert "cannot read its run files" in capsys.readouterr().err
+
+
+def test_run_groups_cold_warm_table(tmp_path, capsys):
+    runs = []
+    for seed, (cold, warm) in enumerate(((0.02, 0.10), (0.04, 0.12))):
+        run = _fake_run(tmp_path / f"r{seed}", [1.0, 0.0], [0.5, 0.0], valid=0.1)
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["test"].update({"cold/recall@20": cold, "cold/ndcg@20": cold / 2, "warm/recall@20": warm,
+                                "warm/ndcg@20": warm / 2})
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(run)
+    assert run_groups.main(["--group", f"K={runs[0]},{runs[1]}", "--cold-warm"]) == 0
+    out = capsys.readouterr().out
+    assert "| K | 2 | 3.00 ± 1.41% | 1.50 ± 0.71% | 11.00 ± 1.41% | 5.50 ± 0.71% | 50.00 ± 0.00% |" in out
+    plain = _fake_run(tmp_path / "plain", [1.0, 0.0], [0.5, 0.0], valid=0.1)
+    assert run_groups.main(["--group", f"P={plain}", "--cold-warm"]) == 2
+    assert "not the cold-items protocol" in capsys.readouterr().err

@@ -150,7 +150,9 @@ def test_every_entry_builds_and_its_loss_resolves():
         if isinstance(spec.modalities, tuple):
             config = make_config(name, modalities=tuple(m for m in make_config("mfn4rec").modalities
                                                        if m.name in spec.modalities))
-        features = {"image": np.zeros((config.vocabulary_size, 7), "float32")}
+        features = {m.name: np.zeros((config.vocabulary_size, m.dim), "float32") for m in config.modalities}
+        features.update({m.name + "_present": np.ones(config.vocabulary_size, bool)
+                         for m in config.modalities if m.presence})
         model = spec.build(config, "last", item_features=features)
         assert {layer.name for layer in model.layers} >= {"padding_mask", "fc_out", "item_logits"}, name
         spec.training_loss(config)
