@@ -72,6 +72,25 @@ def feature_means(tables, flags) -> list:
     return means
 
 
+def _mean_weights(layer, initial) -> list:
+    """`layer`'s non-trainable centring means, one `(dim,)` weight per modality (`initial` or zeros)."""
+    weights = []
+    for number, dim in enumerate(layer.feature_dims):
+        values = None if initial is None else initial[number]
+        initializer = "zeros" if values is None else keras.initializers.Constant(values)
+        weights.append(layer.add_weight(name=f"mean_{number}", shape=(dim,), initializer=initializer,
+                                        trainable=False))
+    return weights
+
+
+def _check_modalities(feature_dims, has_presence) -> tuple:
+    dims, flags = [int(d) for d in feature_dims], [bool(p) for p in has_presence]
+    if len(flags) != len(dims) or not dims:
+        raise ValueError(f"`feature_dims` and `has_presence` must be non-empty and of one length. Received: "
+                         f"{feature_dims!r}, {has_presence!r}")
+    return dims, flags
+
+
 @keras.saving.register_keras_serializable(package="mfn4rec")
 class FeatureDirection(keras.layers.Layer):
     """The vector `v` of each step's item from its feature inputs (the `fc_out` of `feature-knn`).
@@ -90,20 +109,11 @@ class FeatureDirection(keras.layers.Layer):
 
     def __init__(self, feature_dims, has_presence, means=None, **kwargs):
         super().__init__(**kwargs)
-        self.feature_dims = [int(d) for d in feature_dims]
-        self.has_presence = [bool(p) for p in has_presence]
-        if len(self.has_presence) != len(self.feature_dims) or not self.feature_dims:
-            raise ValueError(f"`feature_dims` and `has_presence` must be non-empty and of one length. Received: "
-                             f"{feature_dims!r}, {has_presence!r}")
+        self.feature_dims, self.has_presence = _check_modalities(feature_dims, has_presence)
         self._initial_means = None if means is None else [np.asarray(m, np.float32) for m in means]
 
     def build(self, input_shape):
-        self.means = []
-        for number, dim in enumerate(self.feature_dims):
-            values = None if self._initial_means is None else self._initial_means[number]
-            initializer = "zeros" if values is None else keras.initializers.Constant(values)
-            self.means.append(self.add_weight(name=f"mean_{number}", shape=(dim,), initializer=initializer,
-                                              trainable=False))
+        self.means = _mean_weights(self, self._initial_means)
         self._initial_means = None
 
     def call(self, inputs):
@@ -143,8 +153,7 @@ class FeatureSimilarity(keras.layers.Layer):
     def __init__(self, vocabulary_size, feature_dims, has_presence, tables=None, means=None, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = int(vocabulary_size)
-        self.feature_dims = [int(d) for d in feature_dims]
-        self.has_presence = [bool(p) for p in has_presence]
+        self.feature_dims, self.has_presence = _check_modalities(feature_dims, has_presence)
         self._initial = None
         if tables is not None:
             count = len(self.feature_dims) + sum(self.has_presence)
@@ -165,12 +174,7 @@ class FeatureSimilarity(keras.layers.Layer):
             initializer = "zeros" if values is None else keras.initializers.Constant(values)
             self.tables.append(self.add_weight(name=f"table_{number}", shape=shape, initializer=initializer,
                                                trainable=False))
-        self.means = []
-        for number, dim in enumerate(self.feature_dims):
-            values = None if self._initial_means is None else self._initial_means[number]
-            initializer = "zeros" if values is None else keras.initializers.Constant(values)
-            self.means.append(self.add_weight(name=f"mean_{number}", shape=(dim,), initializer=initializer,
-                                              trainable=False))
+        self.means = _mean_weights(self, self._initial_means)
         self._initial = self._initial_means = None
 
     def item_vectors(self):
