@@ -79,9 +79,11 @@ def summarise(label: str, runs: list) -> dict:
     for split in ("valid", "test"):
         row[split], row[f"{split}_std"] = compare.seed_statistics([r[split] for r in runs])
     users = runs[0]["per_user"]["user_id"]
-    for run in runs[1:]:
-        if not np.array_equal(run["per_user"]["user_id"], users):
-            raise GroupError(f"Group {label!r}: its runs were tested on different users.")
+    if any(not np.array_equal(run["per_user"]["user_id"], users) for run in runs[1:]):
+        # e.g. the cold-items protocol, whose cold set (hence the users evaluated) differs by seed:
+        # means and stds are still defined, a test paired by user is not
+        row["users"] = row["per_user"] = None
+        return row
     row["users"] = users
     row["per_user"] = {m: np.mean([r["per_user"][m] for r in runs], axis=0) for m in METRICS}
     return row
@@ -89,6 +91,10 @@ def summarise(label: str, runs: list) -> dict:
 
 def paired(row: dict, reference: dict) -> dict:
     """`{metric: p-value}` of the Wilcoxon test of `row`'s per-user values against `reference`'s."""
+    for group in (row, reference):
+        if group["users"] is None:
+            raise GroupError(f"Group {group['model']!r}: its runs were tested on different users, so no test "
+                             "paired by user applies; leave out --reference.")
     if not np.array_equal(row["users"], reference["users"]):
         raise GroupError(f"{row['model']!r} and {reference['model']!r} were tested on different users; "
                          "a paired test needs the same data and protocol.")

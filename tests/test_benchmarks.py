@@ -338,6 +338,11 @@ def test_run_groups_refuses_groups_tested_on_other_users(tmp_path, capsys):
     b = _fake_run(tmp_path / "b", [1.0, 0.0], [0.5, 0.0], valid=0.1)
     assert run_groups.main(["--group", f"A={a}", "--group", f"B={b}", "--reference", "A"]) == 2
     assert "tested on different users" in capsys.readouterr().err
+    # runs of one group on different users (a cold set per seed): means, but no paired test
+    assert run_groups.main(["--group", f"AB={a},{b}"]) == 0
+    assert "| AB | 2 |" in capsys.readouterr().out
+    assert run_groups.main(["--group", f"AB={a},{b}", "--group", f"A={a}", "--reference", "A"]) == 2
+    assert "no test paired by user" in capsys.readouterr().err
     (b / "metrics.json").write_text("{not json")
     assert run_groups.main(["--group", f"B={b}"]) == 2
     assert "cannot read its run files" in capsys.readouterr().err
