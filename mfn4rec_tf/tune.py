@@ -20,7 +20,8 @@ TUNE_DIR holds::
     search/            KerasTuner's project: oracle state, one trial_<id>/ per trial with trial.json
                        (KerasTuner's), mfn4rec_trial.json (ours: score, epochs, error and traceback),
                        checkpoint.weights.h5 (best epoch) and logs/ (TensorBoard)
-    trials.csv         one row per trial: status, score, best epoch, hyperparameters, error
+    trials.csv         one row per trial: status, score, best epoch, hyperparameters, error (rewritten
+                       after every trial of a one-process search)
     best_config.yaml   base configuration + the best trial's values: `fit --config` takes it as is
 
 Running the same command again continues the search (KerasTuner reloads its state; a trial that
@@ -275,6 +276,9 @@ class _Reporting:
                      best_text)
         else:
             log.error("%s failed: %s; %s", self._label(trial), record.get("error", "(no error recorded)"), best_text)
+        if not self._is_worker():  # the table so far, so a search cut off by a kill keeps it (workers: the chief's)
+            out = Path(self.project_dir).parent
+            write_results(out / "trials.csv", read_results(out, self.hypermodel.space), self.hypermodel.space)
         limit = self.max_consecutive_failures
         if limit and not self._is_worker():
             statuses = [status for _, status in self.session_trials]

@@ -216,11 +216,21 @@ def test_build_maps_hyperparameters_onto_the_normal_builder(small_data):
 
 # ---- searches ----
 
-def test_random_search_scores_every_trial_and_best_config_trains(small_data, tmp_path, capsys, caplog):
+def test_random_search_scores_every_trial_and_best_config_trains(small_data, tmp_path, capsys, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="mfn4rec_tf")
     out = tmp_path / "tune"
     space = _space(tmp_path, SPACE)
+    tables_seen = []  # trials.csv's completed rows as each trial begins: the table is written after every trial
+    begin = tune._Reporting.on_trial_begin
+
+    def counting_begin(self, trial):
+        table = out / "trials.csv"
+        tables_seen.append(table.read_text().count("COMPLETED") if table.exists() else None)
+        begin(self, trial)
+
+    monkeypatch.setattr(tune._Reporting, "on_trial_begin", counting_begin)
     assert _tune(small_data, out, space, "--max-trials", "4", "--epochs", "2") == 0
+    assert tables_seen == [None, 1, 2, 3]
     printed = capsys.readouterr().out
     rows = _rows(out)
     assert len(rows) == 4
