@@ -83,6 +83,19 @@ def _mean_weights(layer, initial) -> list:
     return weights
 
 
+def _vectors(layer, streams):
+    """The joined vectors `[d_1, ..., d_M] / sqrt(M)` of `streams`: `layer.feature_dims`' feature rows,
+    then one presence array per modality with `layer.has_presence` (in order), centred by `layer.means`."""
+    count = len(layer.feature_dims)
+    flags = iter(streams[count:])
+    scale = 1.0 / np.sqrt(count)
+    parts = []
+    for number, rows in enumerate(streams[:count]):
+        present = ops.cast(next(flags), rows.dtype) if layer.has_presence[number] else None
+        parts.append(_directions(rows, present, ops.cast(layer.means[number], rows.dtype), scale))
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+
 def _check_modalities(feature_dims, has_presence) -> tuple:
     dims, flags = [int(d) for d in feature_dims], [bool(p) for p in has_presence]
     if len(flags) != len(dims) or not dims:
@@ -117,15 +130,8 @@ class FeatureDirection(keras.layers.Layer):
         self._initial_means = None
 
     def call(self, inputs):
-        features = inputs[: len(self.feature_dims)]
-        flags = iter(inputs[len(self.feature_dims):-1])
-        real = ops.expand_dims(ops.cast(inputs[-1], features[0].dtype), -1)
-        scale = 1.0 / np.sqrt(len(self.feature_dims))
-        parts = []
-        for number, rows in enumerate(features):
-            present = ops.cast(next(flags), rows.dtype) if self.has_presence[number] else None
-            parts.append(_directions(rows, present, ops.cast(self.means[number], rows.dtype), scale))
-        return (parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)) * real
+        real = ops.expand_dims(ops.cast(inputs[-1], inputs[0].dtype), -1)
+        return _vectors(self, inputs[:-1]) * real
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:-1]) + (sum(self.feature_dims),)
@@ -179,15 +185,7 @@ class FeatureSimilarity(keras.layers.Layer):
 
     def item_vectors(self):
         """`(vocabulary_size, D)`: every item's vector `v_i`."""
-        count = len(self.feature_dims)
-        flags = iter(self.tables[count:])
-        scale = 1.0 / np.sqrt(count)
-        parts = []
-        for number in range(count):
-            present = ops.convert_to_tensor(next(flags)) if self.has_presence[number] else None
-            parts.append(_directions(ops.convert_to_tensor(self.tables[number]), present,
-                                     ops.convert_to_tensor(self.means[number]), scale))
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        return _vectors(self, [ops.convert_to_tensor(table) for table in self.tables])
 
     def call(self, inputs):
         vectors = ops.cast(self.item_vectors(), inputs.dtype)
