@@ -30,11 +30,13 @@ ID_INPUT = "item_ids"
 TARGET_MODES = ("all", "last")
 """`train.targets`: the next item at every position (`all`) or only the last one (`last`)."""
 PRESENCE_SUFFIX = "_present"
-ITEM_REPRESENTATIONS = ("id", "features", "id+features")
+ITEM_REPRESENTATIONS = ("id", "features", "id+features", "id+knn")
 """`model.item_representation`: what an item's output vector (the one `h_out` is scored against) is made
 of: its learned ID vector (`id`, the paper's Eq. 11), a small encoder of its feature modalities
-(`features`), or their sum (`id+features`). The two last score items never seen in training
-(docs/model.md#new-items)."""
+(`features`), or their sum (`id+features`); or (`id+knn`) the ID vector for the items whose ID was
+trained and, for the others, a score from their features' similarity to the last history item,
+blended into the user's scores by a calibration on validation. All but `id` score items never seen
+in training (docs/model.md#new-items)."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -113,9 +115,9 @@ class ModelConfig:
         attention_heads: attention heads of each self-attention block (`sasrec` only; the model
             width must divide by it). Default 1 (SASRec's paper).
         attention_blocks: self-attention blocks (`sasrec` only). Default 2 (SASRec's paper).
-        item_representation: `"id"` (default, the paper), `"features"` or `"id+features"`, see
-            `ITEM_REPRESENTATIONS`; the two last need a feature modality and a model whose registry
-            entry lists them (`ModelSpec.item_representations`).
+        item_representation: `"id"` (default, the paper), `"features"`, `"id+features"` or
+            `"id+knn"`, see `ITEM_REPRESENTATIONS`; all but `id` need a feature modality and a model
+            whose registry entry lists them (`ModelSpec.item_representations`).
         id_dropout: with `features` or `id+features`, the probability that an item's ID part (its ID
             vector and bias on the output side, its ID embedding on the input side) is replaced by
             the "unknown item" one in a training step, drawn per item of the catalogue. Default 0.5.
@@ -237,7 +239,7 @@ def check_model_settings(settings, prefix: str = "") -> None:
     if not isinstance(settings.tie_item_embeddings, bool):
         raise ValueError(f"`{prefix}tie_item_embeddings` must be true or false. "
                          f"Received: {settings.tie_item_embeddings!r}")
-    if settings.tie_item_embeddings and settings.item_representation != "id":
+    if settings.tie_item_embeddings and settings.item_representation not in ("id", "id+knn"):
         raise ValueError(f"`{prefix}tie_item_embeddings` ties the output item vectors to the ID embedding, which "
                          f"`{prefix}item_representation: {settings.item_representation}` replaces by vectors from "
                          "the item features: use one or the other.")
@@ -253,7 +255,7 @@ def check_model_settings(settings, prefix: str = "") -> None:
     if settings.id_inference_scale != 1.0 and settings.item_representation != "id+features":
         raise ValueError(f"`{prefix}id_inference_scale` weighs the ID part of `{prefix}item_representation: "
                          f"id+features`; it has no effect on {settings.item_representation!r}.")
-    if settings.exclude_unknown_items and settings.item_representation == "id":
+    if settings.exclude_unknown_items and settings.item_representation in ("id", "id+knn"):
         raise ValueError(f"`{prefix}exclude_unknown_items` applies to `{prefix}item_representation` features or "
                          "id+features (an `id` model knows no items apart from its IDs).")
     if settings.item_representation not in ITEM_REPRESENTATIONS:

@@ -41,13 +41,15 @@ Signatures (input and output names are the contract; `K` is fixed at export time
   `h_out` at the last known item; for a row with no known id, the model's output for an empty
   history), `unknown_ids` int32 `(batch,)`.
 
-New items (`--add-items`): a run whose model represents items from their features
-(`model.item_representation` `features` or `id+features`) can be exported with items added after
-training, without retraining: their ids and feature vectors (from a dataset directory of the
-pipelines, every item of which must be new, or a parquet file with an `item_id` column and one
-list-of-floats column per modality the model reads) are appended to the catalogue; the model is
-rebuilt over the longer catalogue with the trained weights, the new items being unknown (scored from
-their features, read in a history through their features and the learned unknown ID vector). The
+New items (`--add-items`): a run whose model scores items from their features
+(`model.item_representation` `features`, `id+features` or `id+knn`, or the `feature-knn` model) can
+be exported with items added after training, without retraining: their ids and feature vectors
+(from a dataset directory of the pipelines, every item of which must be new, or a parquet file with
+an `item_id` column and one list-of-floats column per modality the model reads) are appended to the
+catalogue; the model is rebuilt over the longer catalogue with the trained weights, the new items
+being unknown (scored from their features, by the item encoder or, `id+knn`, the calibrated
+cold-start head; read in a history through their features and the learned unknown ID vector, or
+with `id+knn` a zero ID vector). The
 served model then recommends them and reads them in histories like any other item; their
 popularity is 0. An `id` model cannot score an item it has no trained vector for, and is refused;
 so are a missing modality, a feature width that differs from the run's, an empty id, and an id
@@ -148,7 +150,9 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         if config.model.item_representation == "id" and not registry.get(config.model.variant).scores_from_features:
             raise ExportError(f"--add-items: the model of {run_dir} has `model.item_representation: id`: it scores an "
                               "item only by the ID vector it learned, so it cannot score an item added after training. "
-                              "Train with `--set model.item_representation=id+features` (or `features`).")
+                              f"Give it a cold-start head (python -m mfn4rec_tf.cold_start --run {run_dir} --out "
+                              "NEW_RUN, then export NEW_RUN), or train with `--set model.item_representation=id+knn` "
+                              "(or id+features, features).")
         add_items = Path(add_items)
         if not add_items.exists():
             raise ExportError(f"--add-items: {add_items} does not exist (a dataset directory or a .parquet file).")
@@ -181,6 +185,7 @@ def export_run(run_dir, name, base="saved_models", version=None, k=20, exclude_s
         "protocol": config.data.protocol,
         "num_items": export.num_items,
         "added_items": export.added_items,
+        "cold_start": export.cold_start,
         "k": k,
         "exclude_seen": exclude_seen,
         "id_inference_scale": config.model.id_inference_scale,
@@ -305,6 +310,7 @@ class _Export:
     sample: list  # raw-id histories the written model is checked on
     warmup: list  # raw-id history batches: the warm-up requests
     added_items: dict | None = None  # {"count", "source"} of --add-items
+    cold_start: dict | None = None  # {"offset", "slope"} of an id+knn model's head
 
 
 def _prepare_export(run_dir, config, k, exclude_seen, xla=False, add_items=None) -> _Export:
@@ -393,7 +399,18 @@ def _prepare_export(run_dir, config, k, exclude_seen, xla=False, add_items=None)
         warmup=_warmup_histories(sequences, item_ids, graph.length_buckets if xla else [8],
                                  WARMUP_BATCH_SIZES if xla else [1]),
         added_items=None if new is None else {"count": len(new["ids"]), "source": str(Path(add_items).resolve())},
+        cold_start=_cold_start_blend(ranker),
     )
+
+
+def _cold_start_blend(model):
+    """`{"offset", "slope"}` of an `id+knn` model's cold-start head (None, None: off), or None without one."""
+    from mfn4rec_tf.heads import has_cold_start
+
+    if not has_cold_start(model):
+        return None
+    offset, slope = model.get_layer("cold_start").blend()
+    return {"offset": offset, "slope": slope}
 
 
 def read_new_items(source, dataset, names) -> dict:
@@ -476,9 +493,9 @@ def read_new_items(source, dataset, names) -> dict:
 
 
 def _grown_model(model, config, dataset, num_items, features, presence):
-    """`model` (a features model, "last" mode) rebuilt over a catalogue of `num_items` items with the
-    extended `features` and `presence` tables: every layer keeps its trained weights; the item layers
-    copy theirs in with `grow_from`, which leaves the added items unknown."""
+    """`model` (a features or `id+knn` model, "last" mode) rebuilt over a catalogue of `num_items` items
+    with the extended `features` and `presence` tables: every layer keeps its trained weights; the item
+    layers copy theirs in with `grow_from` (which leaves the added items unknown) or `_padded`."""
     import dataclasses
 
     from mfn4rec_tf.model import build_model
@@ -496,8 +513,23 @@ def _grown_model(model, config, dataset, num_items, features, presence):
         if hasattr(layer, "grow_from"):
             layer.grow_from(old)
         else:
-            layer.set_weights(old.get_weights())
+            layer.set_weights([_padded(value, tuple(w.shape)) for value, w in zip(old.get_weights(), layer.weights)])
     return grown
+
+
+def _padded(value, shape):
+    """A trained weight placed at the start of a zero array of `shape`: an `id+knn` model's item tables
+    (ID embedding, Eq. 11's vectors and biases) grown by the added items, which get zeros there (the
+    cold-start head scores them; in a history they read a zero ID vector besides their features)."""
+    import numpy as np
+
+    if value.shape == shape:
+        return value
+    if len(shape) != value.ndim or any(new < old for new, old in zip(shape, value.shape)):
+        raise ExportError(f"Cannot grow a weight of shape {value.shape} to {shape}.")
+    out = np.zeros(shape, value.dtype)
+    out[tuple(slice(0, n) for n in value.shape)] = value
+    return out
 
 
 class ServingGraph:
@@ -764,7 +796,7 @@ def parse_args(argv=None):
     parser.add_argument("--add-items", metavar="DATASET_OR_PARQUET",
                         help="serve items added after training, scored from their features: a dataset directory "
                              "(all its items new) or a .parquet file (item_id + one vector column per modality); "
-                             "the run's model.item_representation must be features or id+features "
+                             "the run's model.item_representation must be features, id+features or id+knn "
                              "(or the model feature-knn)")
     parser.add_argument("--id-inference-scale", type=float, metavar="S",
                         help="id+features runs: weigh the items' ID part by S in [0, 1] in the served scores; "

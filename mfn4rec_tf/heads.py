@@ -35,17 +35,26 @@ def model_inputs(config: ModelConfig) -> dict:
     return inputs
 
 
-def model_head(h_out, mask, logits_layer, output_mode):
+def model_head(h_out, mask, logits_layer, output_mode, cold_start=None):
     """The outputs of every model of the package: `{"logits", "user_representation"}` at every step
     or at the last valid one.
 
     `h_out` is the user representation per step (the output of the layer named `fc_out`), `mask`
     the output of the layer named `padding_mask`, `logits_layer` the layer named `item_logits`.
+    `cold_start` (`item_representation: id+knn`): the pair `(head, directions)`, the layer named
+    `cold_start` and the per-step item vectors it reads (the output of the layer named
+    `step_directions`); the logits are then `head([logits, directions])`.
     """
     check_output_mode(output_mode)
+    directions = None if cold_start is None else cold_start[1]
     if output_mode == "last":
         h_out = LastValidStep(name="last_valid_step")(h_out, mask)  # (B, output_units)
-    return {"logits": logits_layer(h_out), "user_representation": h_out}
+        if directions is not None:
+            directions = LastValidStep(name="last_valid_direction")(directions, mask)
+    logits = logits_layer(h_out)
+    if cold_start is not None:
+        logits = cold_start[0]([logits, directions])
+    return {"logits": logits, "user_representation": h_out}
 
 
 def with_output_mode(model: keras.Model, output_mode: str) -> keras.Model:
@@ -63,7 +72,15 @@ def with_output_mode(model: keras.Model, output_mode: str) -> keras.Model:
         raise ValueError(
             f"`model` ({model.name!r}) is not a functional model from `build_model`: {error}"
         ) from error
-    return keras.Model(model.input, model_head(h_out, mask, logits_layer, output_mode), name=model.name)
+    cold_start = None
+    if has_cold_start(model):
+        cold_start = (model.get_layer("cold_start"), model.get_layer("step_directions").output)
+    return keras.Model(model.input, model_head(h_out, mask, logits_layer, output_mode, cold_start), name=model.name)
+
+
+def has_cold_start(model) -> bool:
+    """Whether `model` has the cold-start head of `item_representation: id+knn` (a layer named `cold_start`)."""
+    return any(layer.name == "cold_start" for layer in getattr(model, "layers", ()))
 
 
 def concatenate(tensors, name):

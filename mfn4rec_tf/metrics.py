@@ -406,9 +406,13 @@ def group_result(result, name) -> dict:
 
 def _item_logits(model):
     """The `ItemLogits` layer of a "last"-mode model of the package, or None when it scores items
-    otherwise (VBPR's visual scores, pop's counts) or is not such a model."""
+    otherwise (VBPR's visual scores, pop's counts, an `id+knn` model's cold-start head) or is not
+    such a model."""
+    from mfn4rec_tf.heads import has_cold_start
     from mfn4rec_tf.layers import has_item_vectors
 
+    if has_cold_start(model):  # its scores are the cold-start head's, after `item_logits`
+        return None
     try:
         layer = model.get_layer("item_logits")
         model.get_layer("last_valid_step")

@@ -18,7 +18,9 @@ Variants (Sec. 4.3, read as docs/model.md#ablation-variants explains):
 With `item_representation` `features` or `id+features` (docs/model.md#new-items) the item-ID
 embedding is an `ItemIdEmbedding` (unknown items read a learned "unknown" vector) and the output
 layer a `FeatureItemLogits` (item vectors from an encoder of the items' feature tables); with `id`
-(the default) the model is exactly the paper's.
+(the default) the model is exactly the paper's, and with `id+knn` it is the paper's model with a
+cold-start head after Eq. 11 (`KnnColdStart`, named `cold_start`): the items without a trained ID
+vector are scored by their features' similarity to the last history item, outside training only.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def build_model(config: ModelConfig, output_mode: str = "sequence", item_feature
 def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_features=None) -> keras.Model:
     """The builder of MFN4Rec and its ablations (`config.variant` of the `mfn4rec` family).
 
-    `item_features` is read only with `item_representation` `features` or `id+features`: the
-    feature tables of `config.modalities` (and `<name>_present` flags where a modality has them),
-    which the item encoder reads; with `id` MFN4Rec scores items by their ID vectors (Eq. 11).
+    `item_features` is read only with `item_representation` `features`, `id+features` or `id+knn`:
+    the feature tables of `config.modalities` (and `<name>_present` flags where a modality has them),
+    which the item encoder (or the cold-start head) reads; with `id` MFN4Rec scores items by their ID
+    vectors (Eq. 11).
     """
     check_output_mode(output_mode)
     if registry.get(config.variant).family != "mfn4rec":
@@ -92,7 +95,7 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])  # (B, T)
 
-    from_features = config.item_representation != "id"
+    from_features = config.item_representation in ("features", "id+features")
     if from_features:  # items from their features: unknown items read through a learned "unknown" ID vector
         logits_layer = None
         id_embedding = ItemIdEmbedding(config.vocabulary_size, config.id_embedding_dim, id_dropout=config.id_dropout,
@@ -165,7 +168,12 @@ def build_mfn4rec(config: ModelConfig, output_mode: str = "sequence", item_featu
             seed=None if config.seed is None else config.seed + 300, tables=_feature_tables(config, item_features),
             name="item_logits",
         )
-    outputs = model_head(h_out, mask, logits_layer, output_mode)
+    cold_start = None
+    if config.item_representation == "id+knn":  # unknown items scored by feature similarity (docs/model.md#new-items)
+        from mfn4rec_tf.baselines.feature_knn import knn_cold_start
+
+        cold_start = knn_cold_start(config, inputs, mask, item_features)
+    outputs = model_head(h_out, mask, logits_layer, output_mode, cold_start)
     return keras.Model(inputs, outputs, name=config.variant.replace("-", "_"))
 
 

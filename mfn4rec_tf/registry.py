@@ -143,7 +143,7 @@ _MFN4REC = "mfn4rec_tf.model:build_mfn4rec"
 _BPR = "mfn4rec_tf.baselines.bpr"
 _SEQUENTIAL = "mfn4rec_tf.baselines.sequential"
 _MULTIMODAL = "mfn4rec_tf.baselines.multimodal"
-_FROM_FEATURES = ("id", "features", "id+features")
+_FROM_FEATURES = ("id", "features", "id+features", "id+knn")
 
 SASREC_MAX_POSITIONS = 512
 """Rows of SASRec's table of learned positions, hence the longest history it reads."""

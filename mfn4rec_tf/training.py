@@ -11,6 +11,7 @@ The run directory holds everything the run made::
     history.csv          one row per epoch: phase, epoch, loss, validation metrics
     metrics.json, .csv   {"valid": {...}, "test": {...}} full-ranking metrics
     test_per_user.npz    each test user's Recall@K and NDCG@K (`PER_USER_FILE`)
+    cold_start.csv       `item_representation: id+knn` only: the cold-start head's calibration grid
     training_curves.png  loss and validation Recall@20 per epoch
 
 Every file is written to a temporary name and renamed into place, so a run killed at any moment
@@ -40,8 +41,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mfn4rec_tf import calibration, optim, registry
 from mfn4rec_tf import metrics as ranking_metrics
-from mfn4rec_tf import optim, registry
 from mfn4rec_tf._atomic import copy_file, save_model, write_csv, write_json, write_npz, write_text
 from mfn4rec_tf.config import PRESENCE_SUFFIX
 from mfn4rec_tf.data import RankingInput, TrainingInput
@@ -79,6 +80,15 @@ def evaluate_split(model, config: RunConfig, dataset, split, names, progress=Tru
 
     For a split with cold items (the `cold-items` protocol) the metrics are also reported for the
     targets that are cold items (keys `cold/...`) and those that are not (`warm/...`)."""
+    batches, steps, groups = ranking_batches(config, dataset, split, names)
+    return ranking_metrics.evaluate(model, batches, exclude_history=config.train.exclude_history,
+                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb,
+                                    per_user=per_user, target_groups=groups)
+
+
+def ranking_batches(config: RunConfig, dataset, split, names) -> tuple:
+    """`(batches, steps, target_groups)` of a split's rankings: its `(inputs, targets)` batches, their
+    number, and under `cold-items` the `cold` / `warm` item flags (None otherwise)."""
     data = RankingInput(dataset, split.histories, split.targets, modalities=names,
                         batch_size=config.train.eval_batch_size, max_length=config.data.max_length)
     steps = -(-len(split.histories) // config.train.eval_batch_size)
@@ -87,9 +97,7 @@ def evaluate_split(model, config: RunConfig, dataset, split, names, progress=Tru
         cold = np.zeros(dataset.num_items + 1, bool)
         cold[split.cold_items] = True
         groups = {"cold": cold, "warm": ~cold}
-    return ranking_metrics.evaluate(model, data.batches(), exclude_history=config.train.exclude_history,
-                                    progress=progress, steps=steps, memory_mb=config.train.eval_memory_mb,
-                                    per_user=per_user, target_groups=groups)
+    return data.batches(), steps, groups
 
 
 PER_USER_FILE = "test_per_user.npz"
@@ -152,6 +160,9 @@ def run_training(config: RunConfig, run_dir, resume: bool = False, progress: boo
 
     if state["phase"] == "select":
         _select(config, run_dir, state, dataset, names, valid, trainer, progress)
+    if (config.model.item_representation == "id+knn" and state["phase"] in ("final", "retrain")
+            and "cold_start" not in state and trainer.writes):
+        _calibrate_cold_start(config, run_dir, state, dataset, names, valid, progress)
     if state["phase"] == "final" and trainer.writes:  # no retraining: the best validation model is the tested one
         copy_file(run_dir / "best.keras", run_dir / "model.keras")
         state["phase"] = "test"
@@ -202,6 +213,34 @@ def _select(config, run_dir, state, dataset, names, split, trainer, progress):
                      "%d step(s), %.0fs.", state["best_epoch"], SELECTION_METRIC,
                      state["best_valid"][SELECTION_METRIC], describe_stop(result.stopped_by, config), result.epoch,
                      result.total_steps, result.seconds)
+
+
+def _calibrate_cold_start(config, run_dir, state, dataset, names, split, progress):
+    """An `id+knn` run's cold-start head calibrated on validation (`mfn4rec_tf.calibration`), on the
+    best model: best.keras is saved again with it, the grid goes to cold_start.csv, the blend to
+    state.json (the retraining gives it to the retrained model)."""
+    best = load_model(run_dir / "best.keras")
+    chosen = calibrate_split(with_output_mode(best, "last"), config, dataset, split, names, progress)
+    save_model(best, run_dir / "best.keras")
+    calibration.write_table(run_dir, chosen)
+    state["cold_start"] = chosen.summary()
+    write_json(run_dir / "state.json", state)
+
+
+def calibrate_split(model, config: RunConfig, dataset, split, names, progress=True, offsets=calibration.OFFSETS,
+                    slopes=calibration.SLOPES, warm_tolerance=None) -> calibration.Calibration:
+    """`calibration.calibrate` of an `id+knn` model ("last" output mode) on a split of a run: its
+    batches, history exclusion and cold / warm groups, as `evaluate_split` ranks it; logs the choice."""
+    batches, steps, groups = ranking_batches(config, dataset, split, names)
+    chosen = calibration.calibrate(model, batches, exclude_history=config.train.exclude_history, target_groups=groups,
+                                   offsets=offsets, slopes=slopes, metric=SELECTION_METRIC,
+                                   warm_tolerance=warm_tolerance, steps=steps, progress=progress)
+    row, off = chosen.chosen, chosen.rows[0]
+    parts = [f"{key} {row[key]:.4f} (off: {off[key]:.4f})" for key in
+             (SELECTION_METRIC, f"cold/{SELECTION_METRIC}", f"warm/{SELECTION_METRIC}") if key in row]
+    log.info("Cold-start head: %s, chosen by %s; validation %s.", calibration.describe(chosen.offset, chosen.slope),
+             chosen.metric, ", ".join(parts))
+    return chosen
 
 
 @dataclass
@@ -413,6 +452,8 @@ def _retrain(config, run_dir, state, dataset, names, split, trainer, progress):
         state["epoch"] = epoch + 1
         log.info("retrain epoch %d/%d  loss %.4f", epoch + 1, epochs, loss)
         if epoch + 1 == epochs:
+            if "cold_start" in state:  # the blend calibrated on the selection model
+                calibration.apply(model, state["cold_start"])
             if trainer.writes:
                 save_model(model, run_dir / "model.keras")
             state["phase"] = "test"
@@ -446,20 +487,12 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
     cross-entropy, or BPR's for bpr / vbpr). With `train.loss: sampled` the model trains with the
     sampled softmax (`with_training_loss`), whose sampler reads the targets of `sequences` (the
     training sequences; required then). Weights are drawn from Keras' global seed: seed first for
-    reproducible weights. With `model.item_representation` `features` or `id+features` the items
-    of `sequences` are the model's known items (`set_known_items`); the others read and score as
-    new items.
+    reproducible weights. With `model.item_representation` `features`, `id+features` or `id+knn` the
+    items of `sequences` are the model's known items (`set_known_items`); the others read and score
+    as new items.
     """
-    output_mode = "sequence" if config.train.targets == "all" else "last"
+    model = uncompiled_model(config, dataset, sequences)
     model_config = config.model_config(dataset)
-    item_features = {}
-    for modality in model_config.modalities:
-        item_features[modality.name] = dataset.features(modality.name)
-        if modality.presence:
-            item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
-    model = build_model(model_config, output_mode=output_mode, item_features=item_features)
-    if model_config.item_representation != "id":
-        set_known_items(model, known_items(sequences, dataset.num_items))
     model = with_training_loss(model, config, sequences)
     steps = None
     if config.train.lr_schedule == "warmup_cosine":
@@ -470,6 +503,23 @@ def new_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
         optimizer=optim.make_optimizer(config.train, steps),
         loss={"logits": training_loss(model_config)},
     )
+    return model
+
+
+def uncompiled_model(config: RunConfig, dataset, sequences=None) -> keras.Model:
+    """`new_model`'s model before its loss and optimiser: built in the output mode of `train.targets`
+    with the feature tables of its modalities, and its known items set (`set_known_items`) unless its
+    `model.item_representation` is `id`."""
+    output_mode = "sequence" if config.train.targets == "all" else "last"
+    model_config = config.model_config(dataset)
+    item_features = {}
+    for modality in model_config.modalities:
+        item_features[modality.name] = dataset.features(modality.name)
+        if modality.presence:
+            item_features[modality.name + PRESENCE_SUFFIX] = dataset.presence(modality.name)
+    model = build_model(model_config, output_mode=output_mode, item_features=item_features)
+    if model_config.item_representation != "id":
+        set_known_items(model, known_items(sequences, dataset.num_items))
     return model
 
 
@@ -509,7 +559,7 @@ def known_items(sequences, num_items) -> np.ndarray:
         RunError: `sequences` is None (a features model must know which IDs it trains).
     """
     if sequences is None:
-        raise RunError("`model.item_representation` features / id+features needs the training sequences (to "
+        raise RunError("`model.item_representation` features / id+features / id+knn needs the training sequences (to "
                        "know which items' IDs are trained).")
     known = np.zeros(num_items + 1, bool)
     for sequence in sequences:

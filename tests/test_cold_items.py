@@ -218,7 +218,7 @@ def test_settings_are_checked():
         load_config(overrides=["model.item_representation=features", "data.modalities=[]"])
     with pytest.raises(ValueError, match="cold_fraction"):
         load_config(overrides=["data.protocol=cold-items", "data.cold_fraction=1.5"])
-    assert set(registry.get("mfn4rec-m").item_representations) == {"id", "features", "id+features"}
+    assert set(registry.get("mfn4rec-m").item_representations) == {"id", "features", "id+features", "id+knn"}
     assert registry.get("sasrec").item_representations == ("id",)
 
 

@@ -306,7 +306,7 @@ def test_next_version_reads_integer_names_only(tmp_path):
 
 
 STUB = types.SimpleNamespace(dataset_info={}, num_items=200, modalities=[], signatures={}, tensorflow_version="",
-                             added_items=None)
+                             added_items=None, cold_start=None)
 """What the layout tests export instead of a model: `_write` is replaced there."""
 
 

@@ -232,28 +232,169 @@ def build_feature_knn(config: ModelConfig, output_mode: str = "sequence", item_f
     """
     check_output_mode(output_mode)
     require_modalities(config)
-    modalities = config.modalities
-    dims = [m.dim for m in modalities]
-    has_presence = [bool(m.presence) for m in modalities]
-    tables = means = None
-    if item_features is not None:
-        features, flags = [], []
-        for modality in modalities:
-            if modality.name not in item_features:
-                raise ValueError(f"`item_features` has no table for the modality {modality.name!r}, which "
-                                 f"{config.variant!r} compares items by.")
-            features.append(item_features[modality.name])
-            name = modality.name + PRESENCE_SUFFIX
-            if modality.presence and name not in item_features:
-                raise ValueError(f"`item_features` has no {name!r} flags for the modality {modality.name!r}.")
-            flags.append(item_features[name] if modality.presence else None)
-        means = feature_means(features, flags)
-        tables = features + [f for f in flags if f is not None]
+    dims, has_presence, tables, means = _similarity_settings(config, item_features)
     inputs = model_inputs(config)
     mask = PaddingMask(name="padding_mask")(inputs[ID_INPUT])
-    streams = [inputs[m.name] for m in modalities] + [inputs[m.name + PRESENCE_SUFFIX] for m in modalities
-                                                      if m.presence] + [mask]
-    h_out = FeatureDirection(dims, has_presence, means=means, name="fc_out")(streams)
+    h_out = FeatureDirection(dims, has_presence, means=means, name="fc_out")(_direction_inputs(config, inputs, mask))
     logits = FeatureSimilarity(config.vocabulary_size, dims, has_presence, tables=tables, means=means,
                                name="item_logits")
     return FeatureKnnModel(inputs, model_head(h_out, mask, logits, output_mode), name="feature-knn")
+
+
+def _similarity_settings(config, item_features):
+    """`(feature_dims, has_presence, tables, means)` of the similarity layers of `config`'s modalities
+    (`tables`, `means` None without `item_features`: a model about to be loaded)."""
+    modalities = config.modalities
+    dims = [m.dim for m in modalities]
+    has_presence = [bool(m.presence) for m in modalities]
+    if item_features is None:
+        return dims, has_presence, None, None
+    features, flags = [], []
+    for modality in modalities:
+        if modality.name not in item_features:
+            raise ValueError(f"`item_features` has no table for the modality {modality.name!r}, which "
+                             f"{config.variant!r} compares items by.")
+        features.append(item_features[modality.name])
+        name = modality.name + PRESENCE_SUFFIX
+        if modality.presence and name not in item_features:
+            raise ValueError(f"`item_features` has no {name!r} flags for the modality {modality.name!r}.")
+        flags.append(item_features[name] if modality.presence else None)
+    return dims, has_presence, features + [f for f in flags if f is not None], feature_means(features, flags)
+
+
+def _direction_inputs(config, inputs, mask):
+    """What `FeatureDirection` reads: the modalities' inputs, their presence inputs, the padding mask."""
+    modalities = config.modalities
+    return ([inputs[m.name] for m in modalities] + [inputs[m.name + PRESENCE_SUFFIX] for m in modalities
+                                                    if m.presence] + [mask])
+
+
+def knn_cold_start(config: ModelConfig, inputs, mask, item_features=None) -> tuple:
+    """The cold-start head of an `item_representation: id+knn` model: `(KnnColdStart layer, directions)`,
+    the pair `heads.model_head` takes (`directions`: the output of a `FeatureDirection` named
+    `step_directions` on `inputs`, `(batch, steps, D)`)."""
+    require_modalities(config)
+    dims, has_presence, tables, means = _similarity_settings(config, item_features)
+    directions = FeatureDirection(dims, has_presence, means=means, name="step_directions")(
+        _direction_inputs(config, inputs, mask))
+    head = KnnColdStart(config.vocabulary_size, dims, has_presence, tables=tables, means=means, name="cold_start")
+    return head, directions
+
+
+OFF = float("-inf")
+"""`KnnColdStart`'s offset when the head is off: unknown items get the padding's floor (never recommended
+while a known item is left)."""
+
+
+def blend_scores(logits, similarity, known, offset, slope):
+    """The scores of `item_representation: id+knn` (docs/model.md#new-items).
+
+    A known item keeps its logit. An item without a trained ID vector (`known` 0) is placed on the
+    user's own scale of the known items' logits by its feature similarity to the last history item:
+
+        score_i = mean_u + std_u · (offset + slope · similarity_i)
+
+    with `mean_u`, `std_u` the mean and standard deviation of row u's logits over the known items
+    (index 0, the padding, left out). With `offset` -inf (`OFF`) the unknown items get the padding's floor.
+
+    Args:
+        logits: `(..., V)` the ID model's logits (index 0: the padding's floor).
+        similarity: `(..., V)` each item's similarity to the last history item (`FeatureSimilarity`).
+        known: `(V,)` 1.0 for an item with a trained ID vector (index 0 included), 0.0 otherwise.
+        offset, slope: the blend (scalars, in standard deviations of the user's known-item logits).
+
+    Returns:
+        `(..., V)` scores.
+    """
+    mean, std = known_moments(logits, known)
+    return ops.where(ops.cast(known, logits.dtype) > 0, logits, cold_scores(mean, std, similarity, offset, slope))
+
+
+def known_moments(logits, known):
+    """`(mean, std)`, each `(..., 1)`: the mean and (population) standard deviation of each row of
+    `logits` `(..., V)` over the items whose `known` flag `(V,)` is 1, the padding (index 0) left out."""
+    known = ops.cast(known, logits.dtype)
+    real = ops.concatenate([ops.zeros((1,), logits.dtype), known[1:]])
+    count = ops.maximum(ops.sum(real), 1.0)
+    mean = ops.sum(logits * real, axis=-1, keepdims=True) / count
+    std = ops.sqrt(ops.sum(ops.square(logits - mean) * real, axis=-1, keepdims=True) / count)
+    return mean, std
+
+
+def cold_scores(mean, std, similarity, offset, slope):
+    """`mean + std · (offset + slope · similarity)` (`blend_scores`' unknown items), or the padding's
+    floor everywhere when `offset` is -inf (`OFF`)."""
+    similarity = ops.convert_to_tensor(similarity)
+    dtype = mean.dtype
+    offset, slope = ops.cast(offset, dtype), ops.cast(slope, dtype)
+    on = ops.isfinite(offset)
+    cold = mean + std * (ops.where(on, offset, 0.0) + slope * ops.cast(similarity, dtype))
+    return ops.where(on, cold, ops.cast(PADDING_SCORE, dtype))
+
+
+@keras.saving.register_keras_serializable(package="mfn4rec")
+class KnnColdStart(FeatureSimilarity):
+    """The cold-start head of `item_representation: id+knn` (the layer named `cold_start`).
+
+    Call on `[logits, directions]`: an ID model's `(..., V)` logits and the `(..., D)` vector of the
+    last history item (`FeatureDirection`). In training it returns `logits` unchanged (an `id+knn`
+    model trains exactly as an `id` model). Outside training every item whose `known` flag is 0 (no
+    trained ID vector: never in the training sequences, or added by `export --add-items`) is scored
+    by `blend_scores` from its feature similarity to that item (`FeatureSimilarity`'s `v · v_i`).
+
+    `offset` and `slope` are non-trainable weights set after training by `mfn4rec_tf.cold_start`'s
+    calibration on the validation split; until then `offset` is `OFF` (unknown items never recommended).
+
+    Args:
+        vocabulary_size, feature_dims, has_presence, tables, means: as `FeatureSimilarity`'s.
+    """
+
+    tracks_known_items = True  # `set_known_items` sets its flags
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """The logits' mask passes through (the training loss of a sequence-mode model reads it)."""
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.known = self.add_weight(name="known", shape=(self.vocabulary_size,), initializer="ones", trainable=False)
+        self.offset = self.add_weight(name="offset", shape=(), initializer=keras.initializers.Constant(OFF),
+                                      trainable=False)
+        self.slope = self.add_weight(name="slope", shape=(), initializer="zeros", trainable=False)
+
+    def similarity(self, directions):
+        """`(..., V)`: each item's similarity to the item whose vector is `directions` `(..., D)`."""
+        return FeatureSimilarity.call(self, directions)
+
+    def call(self, inputs, training=None):
+        logits, directions = inputs
+        if training:
+            return logits
+        return blend_scores(logits, self.similarity(ops.cast(directions, logits.dtype)), self.known, self.offset,
+                            self.slope)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def set_blend(self, offset, slope):
+        """Sets the blend: `offset` None (or -inf) turns the head off."""
+        self.offset.assign(OFF if offset is None else float(offset))
+        self.slope.assign(0.0 if slope is None else float(slope))
+
+    def blend(self) -> tuple:
+        """`(offset, slope)`, or `(None, None)` when the head is off."""
+        offset = float(np.asarray(self.offset))
+        return (None, None) if not np.isfinite(offset) else (offset, float(np.asarray(self.slope)))
+
+    def grow_from(self, old):
+        """`FeatureSimilarity.grow_from`, and `old`'s known flags (the items past them unknown) and blend."""
+        super().grow_from(old)
+        known = np.zeros(self.vocabulary_size, np.float32)
+        old_known = np.asarray(old.known)
+        known[:len(old_known)] = old_known
+        self.known.assign(known)
+        self.set_blend(*old.blend())

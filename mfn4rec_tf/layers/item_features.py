@@ -72,6 +72,8 @@ class ItemIdEmbedding(keras.layers.Layer):
         seed: seed of the dropout draws.
     """
 
+    tracks_known_items = True  # `set_known_items` sets its flags
+
     def __init__(self, vocabulary_size, output_dim, id_dropout=0.5, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = _check_vocabulary(vocabulary_size)
@@ -143,6 +145,8 @@ class FeatureItemLogits(keras.layers.Layer):
         tables: optional list of `(vocabulary_size, width)` arrays, the feature tables' values (not
             serialized: a loaded model gets them from its weights).
     """
+
+    tracks_known_items = True  # `set_known_items` sets its flags
 
     def __init__(self, vocabulary_size, feature_dims, hidden_units=50, use_id=True, id_dropout=0.5, seed=None,
                  tables=None, exclude_unknown=False, id_inference_scale=1.0, **kwargs):
@@ -267,17 +271,18 @@ def set_id_inference_scale(model, scale) -> None:
 
 
 def set_known_items(model, known) -> None:
-    """Sets the `known` flags of a features model's `ItemIdEmbedding` and `FeatureItemLogits` layers.
+    """Sets the `known` flags of a model's item layers that have them (`tracks_known_items`: a features
+    model's `ItemIdEmbedding` and `FeatureItemLogits`, an `id+knn` model's `KnnColdStart`).
 
     Args:
-        model: a model of the package with `item_representation` `features` or `id+features`.
+        model: a model of the package with `item_representation` `features`, `id+features` or `id+knn`.
         known: `(vocabulary_size,)` booleans (index 0, padding, is set known whatever it holds), or
             the item indices that are known.
 
     Raises:
         ValueError: the model has no such layer, or `known` does not fit its catalogue.
     """
-    layers = [layer for layer in model.layers if isinstance(layer, (ItemIdEmbedding, FeatureItemLogits))]
+    layers = [layer for layer in model.layers if getattr(layer, "tracks_known_items", False)]
     if not layers:
         raise ValueError(f"Model {model.name!r} has no item layer with `known` flags (its item_representation is id).")
     size = layers[0].vocabulary_size
