@@ -148,6 +148,9 @@ def _choose(rows, metric, warm_tolerance=None) -> dict:
     key, allowed = metric, rows
     if warm_tolerance is not None:
         floor = (1.0 - warm_tolerance) * rows[0][f"warm/{metric}"]
+        if not math.isfinite(floor):
+            raise ValueError("`warm_tolerance` keeps a share of the warm targets' metric, and the split has no warm "
+                             "target (every target is a new item).")
         key, allowed = f"cold/{metric}", [row for row in rows if row[f"warm/{metric}"] >= floor]
     best = allowed[0]
     for row in allowed[1:]:  # strictly better: a tie keeps the earlier pair (off first)

@@ -32,9 +32,9 @@ validation targets (plain leave-one-out on a catalogue that does not change) has
 calibrate on, and keeps the head off: calibrate on a `cold-items` run of the same data and set its
 blend on the production run with `--blend OFFSET SLOPE`.
 
-With `train.retrain` (the paper protocol) `fit` calibrates the selection model on validation and
-gives the retrained model the same blend; this command calibrates RUN's final model, which under
-retraining has trained on the validation split (its calibration is then optimistic).
+Both calibrate the model selected on validation (`best.keras`; with `train.retrain`, the paper
+protocol, the retrained final model then gets the same blend), so the calibration never sees a model
+that trained on the validation split.
 """
 
 from __future__ import annotations
@@ -57,12 +57,15 @@ log = logging.getLogger(__name__)
 def add_to_run(run, out, offsets=OFFSETS, slopes=SLOPES, progress=True, warm_tolerance=None, blend=None) -> dict:
     """Writes `out`: the finished run `run` (`item_representation: id`, or `id+knn` to calibrate again)
     with a cold-start head calibrated on its validation split (`calibrate`, with `offsets`, `slopes`,
-    `warm_tolerance`), or set to `blend` (an `(offset, slope)` pair, e.g. one calibrated on a
-    `cold-items` run of the same data; `(None, None)`: off), and tested. Returns `{"valid", "test",
-    "cold_start"}`."""
+    `warm_tolerance`; on the run's `best.keras`, the model selected on validation, as `fit` does, or
+    its final model when it has none), or set to `blend` (an `(offset, slope)` pair, e.g. one
+    calibrated on a `cold-items` run of the same data; `(None, None)`: off), and tested. Returns
+    `{"valid", "test", "cold_start"}`: the validation metrics are those of the calibrated model
+    `calibrate` ranked (`evaluate_split`), the test ones those of the final model with its blend."""
     import numpy as np
 
     from mfn4rec_tf._atomic import save_model, write_json, write_npz, write_text
+    from mfn4rec_tf.cli import read_json
     from mfn4rec_tf.model import load_model, with_output_mode
     from mfn4rec_tf.run_config import load_config
     from mfn4rec_tf.training import (
@@ -93,26 +96,29 @@ def add_to_run(run, out, offsets=OFFSETS, slopes=SLOPES, progress=True, warm_tol
     files = {"model.keras": final_sequences}
     if (run / "best.keras").is_file():
         files["best.keras"] = valid.train_sequences
-    models = {}
-    for name, sequences in files.items():
-        trained = load_model(run / name)
-        model = uncompiled_model(config, dataset, sequences)  # evaluated and served, not trained further
-        _copy_weights(trained, model, run / name)
-        models[name] = model
-    final = with_output_mode(models["model.keras"], "last")
-    if blend is None:
-        log.info("Calibrating the cold-start head on the validation split of %s.", run)
-        calibration = calibrate_split(final, config, dataset, valid, names, progress, offsets, slopes, warm_tolerance)
-        valid_metrics = calibration.summary()["valid"]
-    else:
+    if blend is not None:
         offset, slope = blend
         if (offset is None) != (slope is None) or any(v is not None and not math.isfinite(v) for v in blend):
             raise RunError(f"--blend must be two finite numbers (offset, slope), or off. Received: {blend!r}")
-        calibration = Calibration(offset, slope, "given", [])
-        apply(models["model.keras"], calibration.summary())
-        valid_metrics = evaluate_split(final, config, dataset, valid, names, progress)
-    if "best.keras" in models:
-        apply(models["best.keras"], calibration.summary())
+    models = {}
+    for name, sequences in files.items():
+        try:
+            trained = load_model(run / name)
+        except Exception as error:  # Keras raises several types for an unreadable or foreign file
+            raise RunError(f"{run / name} cannot be loaded as a model of this package: {error}") from None
+        model = uncompiled_model(config, dataset, sequences)  # evaluated and served, not trained further
+        _copy_weights(trained, model, run / name)
+        models[name] = model
+    # the model chosen on validation (never trained on it, as fit calibrates), else the final one
+    chooser = with_output_mode(models.get("best.keras", models["model.keras"]), "last")
+    if blend is None:
+        log.info("Calibrating the cold-start head on the validation split of %s.", run)
+        calibration = calibrate_split(chooser, config, dataset, valid, names, progress, offsets, slopes, warm_tolerance)
+    else:
+        calibration = Calibration(blend[0], blend[1], "given", [])
+    for model in models.values():
+        apply(model, calibration.summary())
+    valid_metrics = evaluate_split(chooser, config, dataset, valid, names, progress)
     test_metrics, per_user = evaluate_split(with_output_mode(models["model.keras"], "last"), config, dataset, test,
                                             names, progress, per_user=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +130,9 @@ def add_to_run(run, out, offsets=OFFSETS, slopes=SLOPES, progress=True, warm_tol
     write_npz(out / PER_USER_FILE, user_id=np.asarray([str(u) for u in test.user_ids]), **per_user)
     result = {"valid": valid_metrics, "test": test_metrics}
     write_json(out / "metrics.json", result)
+    trained = read_json(run / "state.json") or {}  # the training's record (run_groups reads its epochs)
     write_json(out / "state.json", {"phase": "done", "source_run": str(run.resolve()),
+                                    **{key: trained[key] for key in ("best_epoch", "history") if key in trained},
                                     "cold_start": calibration.summary()})
     return {**result, "cold_start": calibration.summary()}
 
@@ -158,9 +166,9 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True,
                         help="a finished run of an `id` (or `id+knn`) MFN4Rec model (python -m mfn4rec_tf.fit)")
     parser.add_argument("--out", required=True, help="the new run directory to write (must not hold a run)")
-    parser.add_argument("--offsets", type=float, nargs="+", default=list(OFFSETS), metavar="X",
+    parser.add_argument("--offsets", type=float, nargs="+", metavar="X",
                         help=f"offsets to try (default {' '.join(f'{v:g}' for v in OFFSETS)})")
-    parser.add_argument("--slopes", type=float, nargs="+", default=list(SLOPES), metavar="X",
+    parser.add_argument("--slopes", type=float, nargs="+", metavar="X",
                         help=f"slopes to try (default {' '.join(f'{v:g}' for v in SLOPES)})")
     parser.add_argument("--warm-tolerance", type=float, metavar="T",
                         help="choose the blend with the best cold-target Recall@20 among those that keep warm-target "
@@ -177,8 +185,11 @@ def main(argv=None) -> int:
     try:
         cli.apply_threads(args.threads)
         blend = None if args.blend is None else tuple(None if v == "off" else _number(v) for v in args.blend)
-        result = add_to_run(args.run, args.out, args.offsets, args.slopes, progress=not args.quiet,
-                            warm_tolerance=args.warm_tolerance, blend=blend)
+        if blend is not None and (args.warm_tolerance is not None or args.offsets or args.slopes):
+            raise ValueError("--blend sets the blend: it takes no --warm-tolerance, --offsets or --slopes "
+                             "(those choose one on validation).")
+        result = add_to_run(args.run, args.out, args.offsets or OFFSETS, args.slopes or SLOPES,
+                            progress=not args.quiet, warm_tolerance=args.warm_tolerance, blend=blend)
     except cli.USER_ERRORS as error:
         return cli.fail(error)
     from mfn4rec_tf.metrics import format_groups, format_table

@@ -218,12 +218,16 @@ def _select(config, run_dir, state, dataset, names, split, trainer, progress):
 def _calibrate_cold_start(config, run_dir, state, dataset, names, split, progress):
     """An `id+knn` run's cold-start head calibrated on validation (`mfn4rec_tf.calibration`), on the
     best model: best.keras is saved again with it, the grid goes to cold_start.csv, the blend to
-    state.json (the retraining gives it to the retrained model)."""
+    state.json (the retraining gives it to the retrained model), and the calibrated model's validation
+    metrics replace the selection's as the run's `valid` metrics."""
     best = load_model(run_dir / "best.keras")
-    chosen = calibrate_split(with_output_mode(best, "last"), config, dataset, split, names, progress)
+    ranker = with_output_mode(best, "last")
+    chosen = calibrate_split(ranker, config, dataset, split, names, progress)
     save_model(best, run_dir / "best.keras")
     calibration.write_table(run_dir, chosen)
-    state["cold_start"] = chosen.summary()
+    # metrics.json's validation metrics are the calibrated model's; the selection's (head off) stay in the history
+    state.update(cold_start=chosen.summary(),
+                 best_valid=evaluate_split(ranker, config, dataset, split, names, progress))
     write_json(run_dir / "state.json", state)
 
 

@@ -170,6 +170,9 @@ def test_the_warm_tolerance_rule():
     assert calibration._choose(rows, "recall@20", 0.05)["offset"] == 1.0  # 0.148 >= 0.95 * 0.155; a tie keeps it
     assert calibration._choose(rows, "recall@20", 0.3)["offset"] == 2.0
     assert calibration._choose(rows, "recall@20", 0.0)["offset"] is None  # nothing keeps every warm hit
+    no_warm = [dict(row, **{"warm/recall@20": float("nan")}) for row in rows]  # every target a new item
+    with pytest.raises(ValueError, match="no warm target"):
+        calibration._choose(no_warm, "recall@20", 0.05)
 
 
 TINY = ["--epochs", "1", "--patience", "1", "--quiet", "--max-length", "6", "--set", "model.memory_dim=8",
@@ -198,9 +201,13 @@ def test_fit_calibrates_and_the_command_adds_the_head_to_an_id_run(tmp_path, cap
     assert "cold-start head" in capsys.readouterr().out
     assert load_config(added / "config.yaml").model.item_representation == "id+knn"
     # the same training, so the same calibration and test metrics as the id+knn run
-    assert json.loads((added / "state.json").read_text())["cold_start"] == state["cold_start"]
+    added_state = json.loads((added / "state.json").read_text())
+    assert added_state["cold_start"] == state["cold_start"]
+    assert added_state["best_epoch"] == json.loads((id_run / "state.json").read_text())["best_epoch"]
     scores = json.loads((added / "metrics.json").read_text())["test"]
     assert scores == pytest.approx(json.loads((knn_run / "metrics.json").read_text())["test"])
+    assert json.loads((added / "metrics.json").read_text())["valid"] == pytest.approx(
+        json.loads((knn_run / "metrics.json").read_text())["valid"])  # the calibrated model's, in both
     assert evaluate.main(["--run", str(added), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(scores)
     given = tmp_path / "given"
@@ -212,6 +219,8 @@ def test_fit_calibrates_and_the_command_adds_the_head_to_an_id_run(tmp_path, cap
     for argv, message in ((["--run", str(id_run), "--out", str(added)], "already exists"),
                           (["--run", str(id_run), "--out", str(tmp_path / "y"), "--blend", "1", "x"], "two numbers"),
                           (["--run", str(id_run), "--out", str(tmp_path / "z"), "--blend", "off", "2"], "--blend"),
+                          (["--run", str(id_run), "--out", str(tmp_path / "w"), "--blend", "1", "2",
+                            "--warm-tolerance", "0.05"], "takes no --warm-tolerance"),
                           (["--run", str(tmp_path), "--out", str(tmp_path / "x")], "not a finished run")):
         assert cold_start.main(argv) == 2
         assert message in capsys.readouterr().err
