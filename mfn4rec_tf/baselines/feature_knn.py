@@ -38,6 +38,7 @@ from mfn4rec_tf.baselines._common import require_modalities
 from mfn4rec_tf.config import ID_INPUT, PRESENCE_SUFFIX, ModelConfig
 from mfn4rec_tf.heads import check_output_mode, model_head, model_inputs
 from mfn4rec_tf.layers import PaddingMask
+from mfn4rec_tf.layers.item_features import _grow
 
 PADDING_SCORE = -1e9
 _EPSILON = 1e-12
@@ -393,8 +394,5 @@ class KnnColdStart(FeatureSimilarity):
     def grow_from(self, old):
         """`FeatureSimilarity.grow_from`, and `old`'s known flags (the items past them unknown) and blend."""
         super().grow_from(old)
-        known = np.zeros(self.vocabulary_size, np.float32)
-        old_known = np.asarray(old.known)
-        known[:len(old_known)] = old_known
-        self.known.assign(known)
+        self.known.assign(_grow(np.asarray(old.known), np.zeros(self.vocabulary_size, np.float32), 0))
         self.set_blend(*old.blend())
